@@ -1,0 +1,253 @@
+"""Command-line interface: ``pyomero-upload`` (or ``python -m pyomero_upload``).
+
+Exit codes: 0 success, 1 bad input (one line naming the file and the
+problem), 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+from .layout import DEFAULT_PLANE_PATTERN, DEFAULT_POSITION_PATTERN, Experiment, NamingRule, discover
+
+log = logging.getLogger("pyomero_upload")
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Arguments that parse but cannot work together."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_layout_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="experiment folder (holding pos001, pos002, ...)")
+    g = p.add_argument_group("layout")
+    g.add_argument(
+        "--position-pattern",
+        default=DEFAULT_POSITION_PATTERN,
+        help="regular expression for position folder names (default: %(default)s)",
+    )
+    g.add_argument(
+        "--plane-pattern",
+        default=DEFAULT_PLANE_PATTERN,
+        help="plane file name template with {T} {C} {Z} {prefix} {ext}, or a regex with "
+        "named groups T, C, Z (default: %(default)s)",
+    )
+    g.add_argument(
+        "--channel-order",
+        metavar="NAMES",
+        help="comma-separated channel order, e.g. Brightfield,DIC,GFP "
+        "(default: first appearance, by T then Z)",
+    )
+    g.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="fill missing planes with zeros (recorded in the output) instead of failing",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="decoder threads (default: all cores)",
+    )
+
+
+def _discover(args: argparse.Namespace) -> Experiment:
+    try:
+        rule = NamingRule(args.position_pattern, args.plane_pattern)
+        rule.plane_regex()
+        rule.position_regex()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    order = [c for c in args.channel_order.split(",") if c.strip()] if args.channel_order else None
+    exp = discover(
+        args.data,
+        rule,
+        channel_order=order,
+        allow_missing=args.allow_missing,
+        workers=args.workers,
+    )
+    if order:
+        unknown = [c for c in order if c.strip().lower() not in {x.lower() for x in exp.channels}]
+        if unknown:
+            raise InputError(
+                args.data,
+                f"--channel-order names channel(s) not found in any file: {', '.join(unknown)} "
+                f"(found: {', '.join(exp.channels)})",
+            )
+    for path in exp.ignored:
+        log.debug("ignored (not an image plane): %s", path)
+    return exp
+
+
+def _format_values(values: list[int]) -> str:
+    if values == list(range(values[0], values[0] + len(values))):
+        return f"{values[0]}..{values[-1]}" if len(values) > 1 else str(values[0])
+    return ", ".join(map(str, values))
+
+
+def _print_plan(exp: Experiment) -> None:
+    first = exp.positions[0]
+    shapes = {(p.shape, p.dtype.name if p.dtype is not None else None) for p in exp.positions}
+    print(f"Experiment: {exp.root} ({len(exp.positions)} position(s))")
+    if len(shapes) == 1 and first.shape and first.dtype is not None:
+        y, x = first.shape
+        print(
+            f"Image per position: X={x} Y={y} Z={exp.size_z} C={exp.size_c} T={exp.size_t} "
+            f"(XYZCT), {first.dtype.name}"
+        )
+    else:
+        print(f"Image per position: Z={exp.size_z} C={exp.size_c} T={exp.size_t} (XYZCT)")
+    print(f"Channels (in order): {', '.join(exp.channels)}")
+    print(f"T values: {_format_values(exp.t_values)}; Z values: {_format_values(exp.z_values)}")
+    for p in exp.positions:
+        y, x = p.shape or (0, 0)
+        dtype = p.dtype.name if p.dtype is not None else "?"
+        print(
+            f"  {p.name}: {len(p.files)} planes, {x}x{y} {dtype}, "
+            f"{exp.position_nbytes(p) / 1e6:.1f} MB"
+            + (f", {len(p.missing)} missing (filled with zeros)" if p.missing else "")
+        )
+    print(f"Missing planes: {len(exp.missing) or 'none'}")
+    if exp.ignored:
+        print(f"Ignored files (not image planes): {len(exp.ignored)} (-v lists them)")
+    total = exp.planes_per_position * len(exp.positions)
+    print(f"Total: {total} planes, {exp.nbytes / 1e6:.1f} MB")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    exp = _discover(args)
+    if args.json:
+        print(json.dumps(exp.to_dict(), indent=2))
+    else:
+        _print_plan(exp)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .ometiff import export_ome_tiff
+
+    exp = _discover(args)
+    show = sys.stderr.isatty() and not args.quiet
+    with tqdm(
+        total=exp.nbytes, unit="B", unit_scale=True, desc="export", disable=not show
+    ) as bar:
+        result = export_ome_tiff(
+            exp,
+            args.output,
+            args.dataset,
+            provenance=not args.no_provenance,
+            workers=args.workers,
+            compression=args.compression,
+            pyramid=args.pyramid,
+            overwrite=args.overwrite,
+            on_plane=bar.update,
+        )
+    if not args.quiet:
+        print(result.summary())
+    return EXIT_OK
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import write_demo_experiment
+
+    root = write_demo_experiment(
+        args.directory,
+        positions=args.positions,
+        timepoints=args.timepoints,
+        z_sections=args.z_sections,
+        size=args.size,
+    )
+    print(f"wrote a demo experiment to {root}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyomero-upload",
+        description="Turn a time-lapse experiment (position folders of single-plane images "
+        "plus the lab's logs) into one annotated 5-D image per position.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("plan", help="show what would be built; writes nothing")
+    _add_layout_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("export", help="write one OME-TIFF per position")
+    _add_layout_options(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--dataset", help="dataset name (sub-folder of OUTPUT; default: DATA's name)")
+    p.add_argument("--compression", choices=("none", "zlib", "zstd"), default="none")
+    p.add_argument(
+        "--pyramid",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write pyramid sub-resolutions (default: only for planes beyond 4096 pixels)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace outputs made from other data")
+    p.add_argument("--no-provenance", action="store_true", help="omit the provenance annotation")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo-data", help="write a small synthetic experiment in the real layout")
+    p.add_argument("directory", type=Path, help="folder to create (must not exist or be empty)")
+    p.add_argument("--positions", type=_positive_int, default=2)
+    p.add_argument("--timepoints", type=_positive_int, default=3)
+    p.add_argument("--z-sections", type=_positive_int, default=3)
+    p.add_argument("--size", type=_positive_int, default=256, help="plane width and height")
+    p.set_defaults(func=cmd_demo_data)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 0 else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code instead of exiting."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or usage error (2)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except UsageError as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED

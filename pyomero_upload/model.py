@@ -1,0 +1,164 @@
+"""The experiment metadata model that every parser returns.
+
+Plain typed dataclasses: no OMERO, no I/O.  Writers (OME-TIFF, OMERO) read
+from it; parsers (the lab's Acq/log files, YAML/JSON sidecars, plug-ins)
+fill it in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: OMERO's namespace for key-value pairs that OMERO.web shows as editable.
+CLIENT_MAP_NS = "openmicroscopy.org/omero/client/mapAnnotation"
+#: Our namespace for provenance pairs.
+PROVENANCE_NS = "pyomero-upload/provenance"
+#: Our namespace for the record of planes filled with zeros (--allow-missing).
+FILLED_NS = "pyomero-upload/filled-planes"
+
+
+@dataclass
+class ChannelInfo:
+    """One optical channel as the acquisition describes it."""
+
+    name: str
+    exposure_ms: float | None = None
+    excitation_nm: float | None = None
+    emission_nm: float | None = None
+    #: Display colour as (R, G, B), 0-255 each; None means "derive from the name".
+    color: tuple[int, int, int] | None = None
+
+
+@dataclass
+class StagePosition:
+    """One stage position from the acquisition's Points table."""
+
+    name: str
+    x_um: float | None = None
+    y_um: float | None = None
+    z_um: float | None = None
+    group: str | None = None
+    #: Per-channel exposure in ms at this position.
+    exposures_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Acquisition:
+    """Physical acquisition settings; every field may be unknown (None/empty)."""
+
+    channels: list[ChannelInfo] = field(default_factory=list)
+    z_spacing_um: float | None = None
+    time_interval_s: float | None = None
+    n_timepoints: int | None = None
+    duration_s: float | None = None
+    positions: dict[str, StagePosition] = field(default_factory=dict)
+    started: datetime | None = None
+    pixel_size_um: float | None = None
+    microscope: str | None = None
+    #: Seconds since ``started`` of each timepoint, per position: {pos: {T: s}}.
+    timepoint_offsets_s: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def channel(self, name: str) -> ChannelInfo | None:
+        for ch in self.channels:
+            if ch.name.lower() == name.lower():
+                return ch
+        return None
+
+
+@dataclass
+class ExperimentMetadata:
+    """Everything known about an experiment besides its pixels."""
+
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    kvps: list[tuple[str, str]] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    acquisition: Acquisition = field(default_factory=Acquisition)
+    attachments: list[Path] = field(default_factory=list)
+    project: str | None = None
+
+    def channel_order(self) -> list[str]:
+        return [c.name for c in self.acquisition.channels]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``metadata --json``)."""
+        acq = self.acquisition
+        return {
+            "description": self.description,
+            "tags": list(self.tags),
+            "kvps": [[k, v] for k, v in self.kvps],
+            "project": self.project,
+            "tables": {
+                name: {
+                    "columns": [str(c) for c in df.columns],
+                    "dtypes": [str(t) for t in df.dtypes],
+                    "rows": int(len(df)),
+                }
+                for name, df in self.tables.items()
+            },
+            "acquisition": {
+                "channels": [
+                    {
+                        "name": c.name,
+                        "exposure_ms": c.exposure_ms,
+                        "excitation_nm": c.excitation_nm,
+                        "emission_nm": c.emission_nm,
+                        "color": list(c.color) if c.color else None,
+                    }
+                    for c in acq.channels
+                ],
+                "z_spacing_um": acq.z_spacing_um,
+                "time_interval_s": acq.time_interval_s,
+                "n_timepoints": acq.n_timepoints,
+                "duration_s": acq.duration_s,
+                "positions": [
+                    {
+                        "name": p.name,
+                        "x_um": p.x_um,
+                        "y_um": p.y_um,
+                        "z_um": p.z_um,
+                        "group": p.group,
+                        "exposures_ms": p.exposures_ms,
+                    }
+                    for p in acq.positions.values()
+                ],
+                "started": acq.started.isoformat() if acq.started else None,
+                "pixel_size_um": acq.pixel_size_um,
+                "microscope": acq.microscope,
+            },
+            "attachments": [str(p) for p in self.attachments],
+        }
+
+
+# Display colour and typical wavelengths (nm) by fluorophore or contrast
+# method, matched on the start of the channel name (case-insensitive):
+# (colour RGB, excitation, emission).  Transmitted-light channels are grey.
+_KNOWN_CHANNELS: list[tuple[tuple[str, ...], tuple[int, int, int], float | None, float | None]] = [
+    (("brightfield", "bright", "bf", "dic", "phase", "trans", "pc"), (255, 255, 255), None, None),
+    (("gfp", "egfp", "fitc", "alexa488", "af488", "green"), (0, 255, 0), 488.0, 509.0),
+    (("yfp", "venus", "citrine"), (255, 255, 0), 514.0, 527.0),
+    (("cfp", "cerulean", "turquoise"), (0, 255, 255), 433.0, 475.0),
+    (("dapi", "hoechst", "bfp", "blue"), (0, 0, 255), 358.0, 461.0),
+    (("mcherry", "cherry", "rfp", "tdtomato", "mkate", "texasred", "red"), (255, 0, 0), 587.0, 610.0),
+    (("cy3", "tritc", "alexa555"), (255, 128, 0), 550.0, 570.0),
+    (("cy5", "alexa647", "af647", "farred"), (255, 0, 255), 649.0, 670.0),
+]
+
+
+def channel_defaults(name: str) -> ChannelInfo:
+    """Colour and typical wavelengths for a channel, guessed from its name.
+
+    ``GFP``, ``GFPFast`` and ``gfp_1`` are green; ``Brightfield`` and
+    ``DIC`` grey; unknown names get white and no wavelengths.
+    """
+    key = "".join(ch for ch in name.lower() if ch.isalnum())
+    for prefixes, color, ex, em in _KNOWN_CHANNELS:
+        # Two-letter tokens (bf, pc) must match whole, or "bfp" would be brightfield.
+        if any(key == p or (len(p) > 2 and key.startswith(p)) for p in prefixes):
+            return ChannelInfo(name, None, ex, em, color)
+    return ChannelInfo(name, None, None, None, (255, 255, 255))

@@ -1,0 +1,342 @@
+"""OME-TIFF export: one streamed, atomically renamed file per position.
+
+Planes are decoded in a thread pool a bounded number ahead of the writer,
+so memory stays flat whatever the experiment's size, and written by
+tifffile straight into ``OUT/<dataset>/.<position>.*.part``; only a
+complete file is renamed to ``<position>.ome.tiff``.  Any failure or
+Ctrl-C removes the partial file (and folders this run created, if empty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from . import TOOL_NAME, __version__
+from .errors import InputError
+from .layout import Experiment, Position
+from .model import ExperimentMetadata
+from .ome_xml import SOURCE_NS, build_ome, ome_to_xml, provenance_pairs, source_fingerprint
+from .parallel import default_workers, ordered_map
+from .planes import read_plane
+
+COMPRESSIONS = ("none", "zlib", "zstd")
+#: Planes larger than this on either side get pyramid sub-resolutions.
+PYRAMID_THRESHOLD = 4096
+#: Sub-resolutions stop once the larger side is at most this.
+PYRAMID_MIN_SIZE = 256
+TILE = 256
+#: Upper bound on decoded bytes waiting for the writer.
+PREFETCH_BYTES = 128 * 1024 * 1024
+OME_SUFFIX = ".ome.tiff"
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote (and skipped as already up to date)."""
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    planes: int = 0
+    nbytes: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        line = (
+            f"wrote {len(self.files)} file(s), {self.planes} planes, "
+            f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s to {self.out_dir}"
+        )
+        if self.skipped:
+            line += f"; {len(self.skipped)} up to date, skipped"
+        return line
+
+
+def pyramid_shapes(shape: tuple[int, int], pyramid: bool | None) -> list[tuple[int, int]]:
+    """Shapes of the sub-resolutions (each half the previous).
+
+    ``pyramid`` None means automatic: only planes beyond
+    :data:`PYRAMID_THRESHOLD` get them.
+    """
+    y, x = shape
+    if pyramid is False or (pyramid is None and max(y, x) <= PYRAMID_THRESHOLD):
+        return []
+    shapes = []
+    while max(y, x) > PYRAMID_MIN_SIZE and min(y, x) >= 2:
+        y, x = y // 2, x // 2
+        shapes.append((y, x))
+    return shapes
+
+
+def downsample(plane: np.ndarray) -> np.ndarray:
+    """Halve both sides by 2x2 averaging (odd edges dropped), same dtype."""
+    y, x = plane.shape[0] // 2 * 2, plane.shape[1] // 2 * 2
+    blocks = plane[:y, :x].reshape(y // 2, 2, x // 2, 2)
+    mean = blocks.mean(axis=(1, 3), dtype=np.float64)
+    if np.issubdtype(plane.dtype, np.integer):
+        mean = np.rint(mean)
+    return mean.astype(plane.dtype)
+
+
+def _tiles(planes: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    for plane in planes:
+        for ty in range(0, plane.shape[0], TILE):
+            for tx in range(0, plane.shape[1], TILE):
+                yield plane[ty : ty + TILE, tx : tx + TILE]
+
+
+def read_fingerprint(path: Path) -> str | None:
+    """The source fingerprint recorded in an OME-TIFF we wrote, if any."""
+    from ome_types import from_xml
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            xml = tif.ome_metadata
+        if not xml:
+            return None
+        doc = from_xml(xml, validate=False)
+    except Exception:
+        return None
+    for ann in doc.structured_annotations.map_annotations:
+        if ann.namespace == SOURCE_NS:
+            for m in ann.value.ms:
+                if m.k == "Source fingerprint":
+                    return m.value
+    return None
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def prepare_out_dir(exp: Experiment, out: Path, dataset: str) -> tuple[Path, list[Path]]:
+    """Create ``out/dataset``; return it and the folders this call created."""
+    root = exp.root.resolve()
+    out_dir = (out / dataset).resolve()
+    if _is_within(out_dir, root):
+        raise InputError(
+            out,
+            f"output folder is inside the input folder {exp.root}; choose a folder "
+            "outside it (the input is never modified)",
+        )
+    created: list[Path] = []
+    missing = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
+    try:
+        for p in reversed(missing):
+            p.mkdir()
+            created.append(p)
+    except OSError as exc:
+        _remove_empty(created)
+        raise InputError(out, f"cannot create output folder ({exc.strerror or exc})") from None
+    if not out_dir.is_dir():
+        raise InputError(out_dir, "exists and is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        _remove_empty(created)
+        raise InputError(out_dir, f"output folder is not writable ({exc.strerror or exc})") from None
+    return out_dir, created
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for p in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
+
+def _decode(job: tuple[Position, Path | None]) -> np.ndarray:
+    position, path = job
+    assert position.shape is not None and position.dtype is not None
+    if path is None:  # missing plane, allowed by --allow-missing
+        return np.zeros(position.shape, position.dtype)
+    plane = read_plane(path)
+    if plane.shape != position.shape or plane.dtype != position.dtype:
+        raise InputError(
+            path,
+            f"decoded plane is {plane.dtype.name} {plane.shape[1]}x{plane.shape[0]}, "
+            f"expected {position.dtype.name} {position.shape[1]}x{position.shape[0]} "
+            f"like the rest of {position.name}",
+        )
+    return plane
+
+
+def write_position(
+    exp: Experiment,
+    position: Position,
+    planes: Iterator[np.ndarray],
+    target: Path,
+    xml: str,
+    *,
+    compression: str = "none",
+    pyramid: bool | None = None,
+    workers: int = 1,
+    on_plane: Callable[[int], None] | None = None,
+) -> None:
+    """Write one position's planes (XYZCT order) to ``target``, atomically."""
+    assert position.shape is not None and position.dtype is not None
+    n = exp.planes_per_position
+    y, x = position.shape
+    dtype = position.dtype
+    levels = pyramid_shapes(position.shape, pyramid)
+    codec = None if compression == "none" else compression
+    options: dict = {
+        "dtype": dtype,
+        "photometric": "minisblack",
+        "metadata": None,
+        "compression": codec,
+        "maxworkers": workers,
+    }
+    if codec and np.issubdtype(dtype, np.integer):
+        options["predictor"] = True
+    if levels:
+        options["tile"] = (TILE, TILE)
+
+    fd, tmp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
+    level_files: list[Path] = []
+    try:
+        level_maps = []
+        for ly, lx in levels:
+            fd, name = tempfile.mkstemp(dir=target.parent, prefix=".level.", suffix=".npy")
+            os.close(fd)
+            level_files.append(Path(name))
+            level_maps.append(
+                np.lib.format.open_memmap(name, mode="w+", dtype=dtype, shape=(n, ly, lx))
+            )
+
+        def full_resolution() -> Iterator[np.ndarray]:
+            count = 0
+            for i, plane in enumerate(planes):
+                small = plane
+                for level in level_maps:
+                    small = downsample(small)
+                    level[i] = small[: level.shape[1], : level.shape[2]]
+                count += 1
+                yield plane
+                if on_plane:
+                    on_plane(plane.nbytes)
+            if count != n:
+                raise RuntimeError(f"{position.name}: got {count} planes, expected {n}")
+
+        data = full_resolution()
+        bigtiff = exp.position_nbytes(position) * 4 // 3 > 2**31
+        with tifffile.TiffWriter(tmp, bigtiff=bigtiff, byteorder="<", ome=False) as tw:
+            tw.write(
+                _tiles(data) if levels else data,
+                shape=(n, y, x),
+                description=xml,
+                software=f"{TOOL_NAME} {__version__}",
+                subifds=len(levels) or None,
+                **options,
+            )
+            for level in level_maps:
+                tw.write(
+                    _tiles(iter(level)),
+                    shape=level.shape,
+                    subfiletype=1,
+                    **options,
+                )
+        del level_maps
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        for f in level_files:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+
+
+def export_ome_tiff(
+    exp: Experiment,
+    out: str | os.PathLike[str],
+    dataset: str | None = None,
+    *,
+    metadata: ExperimentMetadata | None = None,
+    provenance: bool = True,
+    workers: int | None = None,
+    compression: str = "none",
+    pyramid: bool | None = None,
+    overwrite: bool = False,
+    on_plane: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Write ``OUT/<dataset>/<position>.ome.tiff`` for every position.
+
+    A file that already exists is skipped when it was written from the same
+    source planes (same fingerprint), replaced when ``overwrite``, and
+    otherwise an error before anything is written.
+    """
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+    if any(p.shape is None for p in exp.positions):
+        raise ValueError("experiment was discovered with probe=False; shapes are unknown")
+    start = time.perf_counter()
+    workers = workers or default_workers()
+    dataset = dataset or exp.root.resolve().name
+    out_dir, created = prepare_out_dir(exp, Path(out), dataset)
+    result = ExportResult(out_dir)
+
+    todo: list[tuple[Position, Path]] = []
+    for pos in exp.positions:
+        target = out_dir / f"{pos.name}{OME_SUFFIX}"
+        if target.exists():
+            if read_fingerprint(target) == source_fingerprint(exp, pos):
+                result.skipped.append(target)
+                continue
+            if not overwrite:
+                _remove_empty(created)
+                raise InputError(
+                    target,
+                    "exists and was not written from these source planes; "
+                    "use --overwrite to replace it",
+                )
+        todo.append((pos, target))
+
+    jobs = ((pos, path) for pos, _ in todo for path in exp.plane_paths(pos))
+    plane_bytes = max((exp.position_nbytes(p) // exp.planes_per_position for p, _ in todo),
+                      default=1)
+    window = min(workers * 8, max(workers + 1, PREFETCH_BYTES // max(plane_bytes, 1)))
+    stream = ordered_map(_decode, jobs, workers, window)
+    prov = provenance_pairs(exp) if provenance else None
+    try:
+        for pos, target in todo:
+            xml = ome_to_xml(build_ome(exp, pos, metadata, prov))
+            planes = itertools.islice(stream, exp.planes_per_position)
+            write_position(
+                exp, pos, planes, target, xml,
+                compression=compression, pyramid=pyramid, workers=workers, on_plane=on_plane,
+            )
+            result.files.append(target)
+            result.planes += exp.planes_per_position
+            result.nbytes += exp.position_nbytes(pos)
+    except BaseException:
+        stream.close()
+        if not result.files and not result.skipped:
+            _remove_empty(created)
+        raise
+    result.seconds = time.perf_counter() - start
+    return result
