@@ -15,7 +15,13 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
-from .layout import DEFAULT_PLANE_PATTERN, DEFAULT_POSITION_PATTERN, Experiment, NamingRule, discover
+from .layout import (
+    DEFAULT_PLANE_PATTERN,
+    DEFAULT_POSITION_PATTERN,
+    Experiment,
+    NamingRule,
+    discover,
+)
 
 log = logging.getLogger("pyomero_upload")
 

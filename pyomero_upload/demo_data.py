@@ -60,11 +60,14 @@ def _render(cells: np.ndarray, size: int, channel: str, focus: float, t: int,
 
 
 def _acq_text(positions: list[str], timepoints: int, z_sections: int) -> str:
-    lines = ["Channels:",
-             "Channel name, Exposure time, Skip, Z sect., Start time, Camera mode, EM gain, Voltage"]
+    lines = [
+        "Channels:",
+        "Channel name, Exposure time, Skip, Z sect., Start time, Camera mode, EM gain, Voltage",
+    ]
     for name, ms in CHANNELS:
         mode, volt = (3, "4.000") if name == "GFP" else (2, "1.000")
-        lines.append(f"{name:>12},{ms:>14},    1,       1,          1,{mode:>12},     270,   {volt}")
+        row = f"{name:>12},{ms:>14},    1,       1,          1,{mode:>12},     270,   {volt}"
+        lines.append(row)
     lines += ["Z_sectioning:", "Sections,Spacing,PFSon?,AnyZ?,Drift,Method",
               f"{z_sections:>8},   {Z_SPACING_UM:.2f},     0,    1,    0,     2",
               "Time_settings:", f"1,{INTERVAL_S},{timepoints},{INTERVAL_S * timepoints}",

@@ -283,8 +283,8 @@ def _unify_channel_case(positions: list[tuple[str, Path, dict[PlaneKey, Path]]])
     """Treat ``GFP`` and ``gfp`` as one channel, spelled as first seen."""
     spelling: dict[str, str] = {}
     for _, _, files in positions:
-        for t, c, z in sorted(files, key=lambda k: (k[0], k[2], k[1])):
-            spelling.setdefault(c.lower(), c)
+        for key in sorted(files, key=lambda k: (k[0], k[2], k[1])):
+            spelling.setdefault(key[1].lower(), key[1])
     for i, (name, path, files) in enumerate(positions):
         renamed: dict[PlaneKey, Path] = {}
         for (t, c, z), f in files.items():
@@ -306,7 +306,7 @@ def probe_positions(exp: Experiment, workers: int | None = None) -> None:
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         infos: Iterable[PlaneInfo] = pool.map(lambda job: probe_plane(job[2]), jobs)
         first: dict[str, tuple[Path, PlaneInfo]] = {}
-        for (pos, _key, f), info in zip(jobs, infos):
+        for (pos, _key, f), info in zip(jobs, infos, strict=True):
             if pos.name not in first:
                 first[pos.name] = (f, info)
                 pos.shape, pos.dtype = info.shape, info.dtype

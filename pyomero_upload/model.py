@@ -138,13 +138,14 @@ class ExperimentMetadata:
 # Display colour and typical wavelengths (nm) by fluorophore or contrast
 # method, matched on the start of the channel name (case-insensitive):
 # (colour RGB, excitation, emission).  Transmitted-light channels are grey.
-_KNOWN_CHANNELS: list[tuple[tuple[str, ...], tuple[int, int, int], float | None, float | None]] = [
+_Known = tuple[tuple[str, ...], tuple[int, int, int], float | None, float | None]
+_KNOWN_CHANNELS: list[_Known] = [
     (("brightfield", "bright", "bf", "dic", "phase", "trans", "pc"), (255, 255, 255), None, None),
     (("gfp", "egfp", "fitc", "alexa488", "af488", "green"), (0, 255, 0), 488.0, 509.0),
     (("yfp", "venus", "citrine"), (255, 255, 0), 514.0, 527.0),
     (("cfp", "cerulean", "turquoise"), (0, 255, 255), 433.0, 475.0),
     (("dapi", "hoechst", "bfp", "blue"), (0, 0, 255), 358.0, 461.0),
-    (("mcherry", "cherry", "rfp", "tdtomato", "mkate", "texasred", "red"), (255, 0, 0), 587.0, 610.0),
+    (("mcherry", "cherry", "rfp", "tdtomato", "mkate", "texasred", "red"), (255, 0, 0), 587.0, 610.0),  # noqa: E501
     (("cy3", "tritc", "alexa555"), (255, 128, 0), 550.0, 570.0),
     (("cy5", "alexa647", "af647", "farred"), (255, 0, 255), 649.0, 670.0),
 ]

@@ -25,6 +25,9 @@ from .model import (
     channel_defaults,
 )
 
+#: OME's names for pixel types that differ from numpy's.
+OME_PIXEL_TYPES = {"float32": "float", "float64": "double"}
+
 #: Namespace of the map annotation holding the source fingerprint.
 SOURCE_NS = "pyomero-upload/source"
 
@@ -150,7 +153,7 @@ def build_ome(
     pixels = ome.Pixels(
         id="Pixels:0",
         dimension_order="XYZCT",
-        type=position.dtype.name,
+        type=OME_PIXEL_TYPES.get(position.dtype.name, position.dtype.name),
         big_endian=False,
         size_x=x,
         size_y=y,

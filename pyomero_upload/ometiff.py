@@ -149,7 +149,8 @@ def prepare_out_dir(exp: Experiment, out: Path, dataset: str) -> tuple[Path, lis
         os.unlink(probe)
     except OSError as exc:
         _remove_empty(created)
-        raise InputError(out_dir, f"output folder is not writable ({exc.strerror or exc})") from None
+        problem = f"output folder is not writable ({exc.strerror or exc})"
+        raise InputError(out_dir, problem) from None
     return out_dir, created
 
 
@@ -219,8 +220,8 @@ def write_position(
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
     level_files: list[Path] = []
+    level_maps: list[np.memmap] = []
     try:
-        level_maps = []
         for ly, lx in levels:
             fd, name = tempfile.mkstemp(dir=target.parent, prefix=".level.", suffix=".npy")
             os.close(fd)
@@ -261,9 +262,9 @@ def write_position(
                     subfiletype=1,
                     **options,
                 )
-        del level_maps
         os.replace(tmp, target)
     finally:
+        level_maps.clear()  # unmap before unlinking (required on Windows)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         for f in level_files:
@@ -317,8 +318,9 @@ def export_ome_tiff(
         todo.append((pos, target))
 
     jobs = ((pos, path) for pos, _ in todo for path in exp.plane_paths(pos))
-    plane_bytes = max((exp.position_nbytes(p) // exp.planes_per_position for p, _ in todo),
-                      default=1)
+    plane_bytes = max(
+        (exp.position_nbytes(p) // exp.planes_per_position for p, _ in todo), default=1
+    )
     window = min(workers * 8, max(workers + 1, PREFETCH_BYTES // max(plane_bytes, 1)))
     stream = ordered_map(_decode, jobs, workers, window)
     prov = provenance_pairs(exp) if provenance else None

@@ -1,0 +1,187 @@
+"""The command line: plan, export, demo-data, exit codes and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import leftovers, ome_files, read_png
+from pyomero_upload.cli import main
+
+
+def snapshot(folder):
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_plan_human(demo, capsys):
+    assert main(["plan", str(demo)]) == 0
+    out = capsys.readouterr().out
+    assert "X=512 Y=512 Z=5 C=3 T=3 (XYZCT), uint16" in out
+    assert "Channels (in order): Brightfield, DIC, GFP" in out
+    assert "Total: 135 planes, 70.8 MB" in out
+
+
+def test_plan_json_writes_nothing(build_layout, capsys):
+    root = build_layout()
+    (root / "pos001" / "microscope1_000003_GFP_005.png").unlink()
+    before = snapshot(root.parent)
+    assert main(["plan", "--json", "--allow-missing", str(root)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert snapshot(root.parent) == before
+    assert (plan["size_t"], plan["size_c"], plan["size_z"]) == (3, 3, 5)
+    assert plan["channels"] == ["Brightfield", "DIC", "GFP"]
+    assert plan["positions"][0]["missing"] == [{"T": 3, "C": "GFP", "Z": 5}]
+    assert plan["positions"][0]["pixel_type"] == "uint16"
+    assert plan["bytes"] == 3 * 45 * 512 * 512 * 2
+
+
+def test_export_summary_and_files(demo, tmp_path, capsys):
+    assert main(["export", str(demo), "-o", str(tmp_path), "--dataset", "run1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote 3 file(s), 135 planes, 70.8 MB in ")
+    files = ome_files(tmp_path / "run1")
+    assert [f.name for f in files] == ["pos001.ome.tiff", "pos002.ome.tiff", "pos003.ome.tiff"]
+    src = read_png(demo / "pos002" / "microscope1_000001_Brightfield_005.png")
+    np.testing.assert_array_equal(tifffile.imread(files[1])[0, 0, 4], src)
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "pyomero_upload", "--version"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert out.startswith("pyomero-upload 0.")
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path)]) == 2  # no -o
+    assert main(["plan", str(tmp_path), "--workers", "0"]) == 2
+    assert main(["plan", str(tmp_path), "--plane-pattern", "{prefix}_{Q}.{ext}"]) == 2
+    assert "unknown field {Q}" in capsys.readouterr().err
+
+
+def test_demo_data_layout(tmp_path, capsys):
+    root = tmp_path / "demo"
+    assert main(["demo-data", str(root), "--positions", "3", "--timepoints", "2"]) == 0
+    assert sorted(p.name for p in root.iterdir()) == [
+        "demo_Acq.txt", "demo_log.txt", "pos001", "pos002", "pos003"
+    ]
+    planes = sorted((root / "pos001").iterdir())
+    assert len(planes) == 2 * 3 * 3
+    assert planes[0].name == "demo_000001_Brightfield_001.png"
+    gfp = read_png(root / "pos001" / "demo_000002_GFP_002.png")
+    assert gfp.dtype == np.uint16 and gfp.shape == (256, 256)
+    assert gfp.std() > 50 and gfp.max() > 2 * np.median(gfp)  # bright cells on dark ground
+    acq = (root / "demo_Acq.txt").read_bytes()
+    assert acq.startswith(b"Channels:\r\n") and b"\r\nPoints:\r\n" in acq
+    log = (root / "demo_log.txt").read_bytes()
+    assert b"Experiment started at:28-Sep-2018 17:18:14\r\n" in log
+    assert b"------Time point_2------" in log
+    # deterministic, and refuses to write into a non-empty folder
+    again = tmp_path / "again"
+    main(["demo-data", str(again), "--positions", "3", "--timepoints", "2"])
+    assert (again / "pos003" / planes[5].name).read_bytes() == (
+        root / "pos003" / planes[5].name
+    ).read_bytes()
+    capsys.readouterr()
+    assert main(["demo-data", str(root)]) == 1
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+def _bad(exp, out, capsys, *needles, args=()):
+    code = main(["export", str(exp), "-o", str(out), *args])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert ome_files(out) == [] and leftovers(out) == []
+    return err
+
+
+def test_bad_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    _bad(tmp_path / "empty", tmp_path / "out", capsys, "empty", "is empty")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_no_position_folders(tmp_path, capsys):
+    root = tmp_path / "flat"
+    root.mkdir()
+    (root / "img_1_GFP_1.png").write_bytes(b"x")
+    (root / "images").mkdir()
+    _bad(root, tmp_path / "out", capsys, str(root), "no position folders", "pos001")
+
+
+def test_bad_missing_plane(build_layout, tmp_path, capsys):
+    root = build_layout()
+    (root / "pos003" / "microscope1_000001_DIC_002.png").unlink()
+    _bad(root, tmp_path / "out", capsys, "missing plane", "pos003 T=1 C=DIC Z=2",
+         "--allow-missing")
+
+
+def test_bad_truncated_png(build_layout, tmp_path, capsys):
+    root = build_layout()
+    bad = root / "pos001" / "microscope1_000002_GFP_003.png"
+    data = bad.read_bytes()
+    bad.unlink()
+    bad.write_bytes(data[:5000])
+    _bad(root, tmp_path / "out", capsys, str(bad), "truncated")
+
+
+def test_bad_rgb_plane(build_layout, tmp_path, capsys):
+    root = build_layout()
+    bad = root / "pos002" / "microscope1_000001_DIC_001.png"
+    bad.unlink()
+    bad.write_bytes(imagecodecs.png_encode(np.zeros((512, 512, 3), np.uint8)))
+    _bad(root, tmp_path / "out", capsys, str(bad), "RGB PNG")
+
+
+def test_bad_mixed_sizes(build_layout, tmp_path, capsys):
+    root = build_layout()
+    bad = root / "pos001" / "microscope1_000003_DIC_001.png"
+    bad.unlink()
+    bad.write_bytes(imagecodecs.png_encode(np.zeros((256, 512), np.uint16)))
+    _bad(root, tmp_path / "out", capsys, str(bad), "is 512x256", "one size")
+
+
+def test_bad_mixed_pixel_types(build_layout, tmp_path, capsys):
+    root = build_layout()
+    bad = root / "pos001" / "microscope1_000001_GFP_001.png"
+    bad.unlink()
+    bad.write_bytes(imagecodecs.png_encode(np.zeros((512, 512), np.uint8)))
+    _bad(root, tmp_path / "out", capsys, str(bad), "pixel type uint8", "one pixel type")
+
+
+def test_bad_output_blocked_by_a_file(build_layout, tmp_path, capsys):
+    root = build_layout(["pos001"])
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    _bad(root, blocker / "out", capsys, "cannot create output folder")
+    assert blocker.read_text() == "a file, not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_bad_unwritable_output(build_layout, tmp_path, capsys):
+    root = build_layout(["pos001"])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        _bad(root, locked, capsys, "not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_bad_output_inside_input(build_layout, capsys):
+    root = build_layout(["pos001"])
+    before = snapshot(root)
+    _bad(root, root / "out", capsys, "inside the input folder")
+    assert snapshot(root) == before
