@@ -10,6 +10,8 @@ import hashlib
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
+from xml.sax.saxutils import escape
 
 from ome_types import model as ome
 from ome_types import to_xml
@@ -102,11 +104,85 @@ def _delta_t(metadata: ExperimentMetadata | None, position: str, t: int, t_index
     return None
 
 
+def plane_records(
+    exp: Experiment, position: Position, metadata: ExperimentMetadata | None
+) -> list[dict[str, Any]]:
+    """Per-plane facts (``ome.Plane`` field names) in XYZCT order.
+
+    DeltaT from the log's timestamps or the time interval, exposure per
+    position and channel, stage position from the Points table.
+    """
+    acq = metadata.acquisition if metadata else None
+    stage = acq.positions.get(position.name) if acq else None
+    where: dict[str, Any] = {}
+    if stage is not None:
+        for axis in ("x", "y", "z"):
+            value = getattr(stage, f"{axis}_um")
+            if value is not None:
+                where[f"position_{axis}"] = value
+                where[f"position_{axis}_unit"] = "µm"
+    records = []
+    for t_index, t in enumerate(exp.t_values):
+        dt = _delta_t(metadata, position.name, t, t_index)
+        for c_index, c in enumerate(exp.channels):
+            exposure = _plane_exposure_ms(metadata, position.name, c)
+            for z_index in range(exp.size_z):
+                rec: dict[str, Any] = {"the_z": z_index, "the_t": t_index, "the_c": c_index}
+                if dt is not None:
+                    rec["delta_t"] = dt
+                    rec["delta_t_unit"] = "s"
+                if exposure is not None:
+                    rec["exposure_time"] = exposure
+                    rec["exposure_time_unit"] = "ms"
+                rec.update(where)
+                records.append(rec)
+    return records
+
+
+# OME-XML attribute of each plane record key.
+_PLANE_ATTRS = {
+    "the_z": "TheZ", "the_t": "TheT", "the_c": "TheC",
+    "delta_t": "DeltaT", "delta_t_unit": "DeltaTUnit",
+    "exposure_time": "ExposureTime", "exposure_time_unit": "ExposureTimeUnit",
+    "position_x": "PositionX", "position_x_unit": "PositionXUnit",
+    "position_y": "PositionY", "position_y_unit": "PositionYUnit",
+    "position_z": "PositionZ", "position_z_unit": "PositionZUnit",
+}
+
+
+def position_xml(
+    exp: Experiment,
+    position: Position,
+    metadata: ExperimentMetadata | None = None,
+    provenance: Sequence[tuple[str, str]] | None = None,
+) -> str:
+    """OME-XML text of one position, as :func:`build_ome` describes it.
+
+    ome-types serialises a few hundred Plane elements slowly (tens of ms per
+    position, which is several percent of an export), so the document is
+    serialised without them and the Plane elements, plain attributes only,
+    are formatted here and put at their place at the end of Pixels.  Tests
+    validate the result against the OME schema.
+    """
+    xml = to_xml(build_ome(exp, position, metadata, provenance, include_planes=False))
+    planes = "".join(
+        "<Plane "
+        + " ".join(f'{_PLANE_ATTRS[k]}="{escape(str(v))}"' for k, v in rec.items())
+        + "/>"
+        for rec in plane_records(exp, position, metadata)
+    )
+    head, sep, tail = xml.partition("</Pixels>")
+    if not sep:
+        raise RuntimeError("serialised OME-XML has no </Pixels>")
+    return head + planes + sep + tail
+
+
 def build_ome(
     exp: Experiment,
     position: Position,
     metadata: ExperimentMetadata | None = None,
     provenance: Sequence[tuple[str, str]] | None = None,
+    include_planes: bool = True,
 ) -> ome.OME:
     """OME model of one position: pixels, channels, planes and annotations."""
     assert position.shape is not None and position.dtype is not None
@@ -128,28 +204,6 @@ def build_ome(
             )
         )
 
-    stage = acq.positions.get(position.name) if acq else None
-    planes = []
-    for t_index, t in enumerate(exp.t_values):
-        dt = _delta_t(metadata, position.name, t, t_index)
-        for c_index, c in enumerate(exp.channels):
-            exposure = _plane_exposure_ms(metadata, position.name, c)
-            for z_index, _z in enumerate(exp.z_values):
-                plane = ome.Plane(the_z=z_index, the_c=c_index, the_t=t_index)
-                if dt is not None:
-                    plane.delta_t = dt
-                if exposure is not None:
-                    plane.exposure_time = exposure
-                    plane.exposure_time_unit = "ms"
-                if stage is not None:
-                    if stage.x_um is not None:
-                        plane.position_x, plane.position_x_unit = stage.x_um, "µm"
-                    if stage.y_um is not None:
-                        plane.position_y, plane.position_y_unit = stage.y_um, "µm"
-                    if stage.z_um is not None:
-                        plane.position_z, plane.position_z_unit = stage.z_um, "µm"
-                planes.append(plane)
-
     pixels = ome.Pixels(
         id="Pixels:0",
         dimension_order="XYZCT",
@@ -162,7 +216,9 @@ def build_ome(
         size_t=exp.size_t,
         channels=channels,
         tiff_data_blocks=[ome.TiffData(ifd=0, plane_count=n_planes)],
-        planes=planes,
+        planes=[ome.Plane(**rec) for rec in plane_records(exp, position, metadata)]
+        if include_planes
+        else [],
     )
     if acq is not None:
         if acq.pixel_size_um:

@@ -25,7 +25,7 @@ from . import TOOL_NAME, __version__
 from .errors import InputError
 from .layout import Experiment, Position
 from .model import ExperimentMetadata
-from .ome_xml import SOURCE_NS, build_ome, ome_to_xml, provenance_pairs, source_fingerprint
+from .ome_xml import SOURCE_NS, position_xml, provenance_pairs, source_fingerprint
 from .parallel import default_workers, ordered_map
 from .planes import read_plane
 
@@ -326,7 +326,7 @@ def export_ome_tiff(
     prov = provenance_pairs(exp) if provenance else None
     try:
         for pos, target in todo:
-            xml = ome_to_xml(build_ome(exp, pos, metadata, prov))
+            xml = position_xml(exp, pos, metadata, prov)
             planes = itertools.islice(stream, exp.planes_per_position)
             write_position(
                 exp, pos, planes, target, xml,
