@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from .layout import (
     NamingRule,
     discover,
 )
+from .model import ExperimentMetadata
 
 log = logging.getLogger("pyomero_upload")
 
@@ -73,6 +75,56 @@ def _add_layout_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="decoder threads (default: all cores)",
     )
+
+
+def _add_metadata_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("metadata")
+    g.add_argument(
+        "--parser",
+        metavar="NAME",
+        help="metadata parser by name (default: auto = Acq/log files merged with "
+        "experiment.yml); `pyomero-upload plugins` lists them",
+    )
+    g.add_argument(
+        "-m",
+        "--module-path",
+        type=Path,
+        help="folder holding custom_metadata_parser.py (class CustomMetadataParser)",
+    )
+    g.add_argument(
+        "-p",
+        "--custom-metadata-parser",
+        action="store_true",
+        help="use CustomMetadataParser from --module-path",
+    )
+    g.add_argument(
+        "-x", "--ignore-metadata", action="store_true", help="do not read any metadata"
+    )
+
+
+def _metadata(args: argparse.Namespace) -> ExperimentMetadata | None:
+    from .metadata import load_metadata
+
+    if args.custom_metadata_parser and args.module_path is None:
+        raise UsageError("--custom-metadata-parser needs --module-path DIR")
+    return load_metadata(
+        args.data,
+        parser=args.parser,
+        module_path=args.module_path if args.custom_metadata_parser else None,
+        ignore=args.ignore_metadata,
+    )
+
+
+def _discover_with_metadata(
+    args: argparse.Namespace,
+) -> tuple[Experiment, ExperimentMetadata | None]:
+    """Layout first (its errors are the likelier ones), then the metadata,
+    whose channel order applies unless --channel-order was given."""
+    exp = _discover(args)
+    metadata = _metadata(args)
+    if metadata is not None and not args.channel_order:
+        exp.reorder_channels(metadata.channel_order())
+    return exp, metadata
 
 
 def _discover(args: argparse.Namespace) -> Experiment:
@@ -139,7 +191,7 @@ def _print_plan(exp: Experiment) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    exp = _discover(args)
+    exp, _ = _discover_with_metadata(args)
     if args.json:
         print(json.dumps(exp.to_dict(), indent=2))
     else:
@@ -152,7 +204,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .ometiff import export_ome_tiff
 
-    exp = _discover(args)
+    exp, metadata = _discover_with_metadata(args)
     show = sys.stderr.isatty() and not args.quiet
     with tqdm(
         total=exp.nbytes, unit="B", unit_scale=True, desc="export", disable=not show
@@ -161,6 +213,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             exp,
             args.output,
             args.dataset,
+            metadata=metadata,
             provenance=not args.no_provenance,
             workers=args.workers,
             compression=args.compression,
@@ -170,6 +223,46 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if not args.quiet:
         print(result.summary())
+    return EXIT_OK
+
+
+def cmd_metadata(args: argparse.Namespace) -> int:
+    metadata = _metadata(args) or ExperimentMetadata()
+    if args.json:
+        print(json.dumps(metadata.to_dict(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    d = metadata.to_dict()
+    acq = d["acquisition"]
+    print("Description:\n  " + (metadata.description or "(none)").replace("\n", "\n  "))
+    print(f"Project: {metadata.project or '(none)'}")
+    print(f"Tags: {', '.join(metadata.tags) or '(none)'}")
+    print("Key-value pairs:")
+    for k, v in metadata.kvps:
+        print(f"  {k}: {v}")
+    print("Channels:")
+    for c in acq["channels"]:
+        print(f"  {c['name']}: exposure {c['exposure_ms']} ms, excitation {c['excitation_nm']} "
+              f"nm, emission {c['emission_nm']} nm")
+    print(f"Z spacing: {acq['z_spacing_um']} µm; time interval: {acq['time_interval_s']} s; "
+          f"timepoints: {acq['n_timepoints']}; started: {acq['started']}; "
+          f"microscope: {acq['microscope']}")
+    print(f"Stage positions: {len(acq['positions'])}")
+    for name, table in d["tables"].items():
+        print(f"Table {name}: {table['rows']} rows x {len(table['columns'])} columns")
+    for f in metadata.attachments:
+        print(f"Attachment: {f}")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import DEFAULT_PARSER, available_parsers
+
+    print("Metadata parsers (--parser NAME):")
+    for name, entry in available_parsers().items():
+        default = "  [default]" if name == DEFAULT_PARSER else ""
+        print(f"  {name:<12} {entry.origin}{default}")
+    print("  (also: --module-path DIR -p loads CustomMetadataParser from "
+          "DIR/custom_metadata_parser.py)")
     return EXIT_OK
 
 
@@ -201,11 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="show what would be built; writes nothing")
     _add_layout_options(p)
+    _add_metadata_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("export", help="write one OME-TIFF per position")
     _add_layout_options(p)
+    _add_metadata_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--dataset", help="dataset name (sub-folder of OUTPUT; default: DATA's name)")
     p.add_argument("--compression", choices=("none", "zlib", "zstd"), default="none")
@@ -218,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs made from other data")
     p.add_argument("--no-provenance", action="store_true", help="omit the provenance annotation")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("metadata", help="show the metadata parsed from an experiment folder")
+    p.add_argument("data", type=Path, help="experiment folder")
+    _add_metadata_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_metadata)
+
+    p = sub.add_parser("plugins", help="list the installed metadata parsers")
+    p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("demo-data", help="write a small synthetic experiment in the real layout")
     p.add_argument("directory", type=Path, help="folder to create (must not exist or be empty)")
@@ -254,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped to `head` and closed: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted; no partial output was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -155,6 +155,11 @@ class Experiment:
         y, x = position.shape
         return y * x * position.dtype.itemsize * self.planes_per_position
 
+    def reorder_channels(self, preferred: Sequence[str]) -> None:
+        """Put the ``preferred`` channels first (e.g. the acquisition's order)."""
+        rank = {c: (i, 0) for i, c in enumerate(self.channels)}
+        self.channels = order_channels(rank, preferred)
+
     @property
     def nbytes(self) -> int:
         return sum(self.position_nbytes(p) for p in self.positions)

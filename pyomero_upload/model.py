@@ -60,8 +60,9 @@ class Acquisition:
     started: datetime | None = None
     pixel_size_um: float | None = None
     microscope: str | None = None
-    #: Seconds since ``started`` of each timepoint, per position: {pos: {T: s}}.
-    timepoint_offsets_s: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: Seconds from ``started`` to each plane group, from the machine log:
+    #: {position: {(timepoint number, 1-based, channel): seconds}}.
+    plane_offsets_s: dict[str, dict[tuple[int, str], float]] = field(default_factory=dict)
 
     def channel(self, name: str) -> ChannelInfo | None:
         for ch in self.channels:

@@ -34,14 +34,14 @@ OME_PIXEL_TYPES = {"float32": "float", "float64": "double"}
 SOURCE_NS = "pyomero-upload/source"
 
 
-def source_fingerprint(exp: Experiment, position: Position) -> str:
+def source_fingerprint(exp: Experiment, position: Position, settings: str = "") -> str:
     """SHA-256 over the name, size and modification time of every source plane.
 
     Cheap (no pixel reads) and changes whenever a plane file is replaced,
     added or removed; used to decide whether an existing output is current.
     """
     h = hashlib.sha256()
-    h.update(f"{exp.t_values}|{exp.channels}|{exp.z_values}".encode())
+    h.update(f"{exp.t_values}|{exp.channels}|{exp.z_values}|{settings}".encode())
     for path in exp.plane_paths(position):
         if path is None:
             h.update(b"<missing>\0")
@@ -92,13 +92,18 @@ def _plane_exposure_ms(
     return ch.exposure_ms if ch else None
 
 
-def _delta_t(metadata: ExperimentMetadata | None, position: str, t: int, t_index: int):
+def _delta_t(
+    metadata: ExperimentMetadata | None, position: str, t_index: int, channel: str
+) -> float | None:
+    """Seconds from the experiment start: the log's time for this timepoint and
+    channel (the k-th T value is the log's 'Time point_k'), else k x interval."""
     if metadata is None:
         return None
     acq = metadata.acquisition
-    offsets = acq.timepoint_offsets_s.get(position, {})
-    if t in offsets:
-        return offsets[t]
+    offsets = acq.plane_offsets_s.get(position, {})
+    for (timepoint, name), seconds in offsets.items():
+        if timepoint == t_index + 1 and name.lower() == channel.lower():
+            return seconds
     if acq.time_interval_s is not None:
         return t_index * acq.time_interval_s
     return None
@@ -122,9 +127,9 @@ def plane_records(
                 where[f"position_{axis}"] = value
                 where[f"position_{axis}_unit"] = "µm"
     records = []
-    for t_index, t in enumerate(exp.t_values):
-        dt = _delta_t(metadata, position.name, t, t_index)
+    for t_index in range(exp.size_t):
         for c_index, c in enumerate(exp.channels):
+            dt = _delta_t(metadata, position.name, t_index, c)
             exposure = _plane_exposure_ms(metadata, position.name, c)
             for z_index in range(exp.size_z):
                 rec: dict[str, Any] = {"the_z": z_index, "the_t": t_index, "the_c": c_index}
@@ -155,6 +160,7 @@ def position_xml(
     position: Position,
     metadata: ExperimentMetadata | None = None,
     provenance: Sequence[tuple[str, str]] | None = None,
+    settings: str = "",
 ) -> str:
     """OME-XML text of one position, as :func:`build_ome` describes it.
 
@@ -164,7 +170,8 @@ def position_xml(
     are formatted here and put at their place at the end of Pixels.  Tests
     validate the result against the OME schema.
     """
-    xml = to_xml(build_ome(exp, position, metadata, provenance, include_planes=False))
+    doc = build_ome(exp, position, metadata, provenance, include_planes=False, settings=settings)
+    xml = to_xml(doc)
     planes = "".join(
         "<Plane "
         + " ".join(f'{_PLANE_ATTRS[k]}="{escape(str(v))}"' for k, v in rec.items())
@@ -174,7 +181,10 @@ def position_xml(
     head, sep, tail = xml.partition("</Pixels>")
     if not sep:
         raise RuntimeError("serialised OME-XML has no </Pixels>")
-    return head + planes + sep + tail
+    # TIFF's ImageDescription is ASCII: non-ASCII text (µm, names, a
+    # Latin-1 log) becomes character references, which every XML reader decodes.
+    text = head + planes + sep + tail
+    return text.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
 def build_ome(
@@ -183,6 +193,7 @@ def build_ome(
     metadata: ExperimentMetadata | None = None,
     provenance: Sequence[tuple[str, str]] | None = None,
     include_planes: bool = True,
+    settings: str = "",
 ) -> ome.OME:
     """OME model of one position: pixels, channels, planes and annotations."""
     assert position.shape is not None and position.dtype is not None
@@ -262,7 +273,7 @@ def build_ome(
         add("map_annotations", map_ann(filled, FILLED_NS))
     add(
         "map_annotations",
-        map_ann([("Source fingerprint", source_fingerprint(exp, position))], SOURCE_NS),
+        map_ann([("Source fingerprint", source_fingerprint(exp, position, settings))], SOURCE_NS),
     )
 
     image = ome.Image(id="Image:0", name=position.name, pixels=pixels, annotation_refs=refs)

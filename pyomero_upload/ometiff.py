@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +49,7 @@ class ExportResult:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    metadata_dir: Path | None = None
     planes: int = 0
     nbytes: int = 0
     seconds: float = 0.0
@@ -272,6 +275,40 @@ def write_position(
                 f.unlink()
 
 
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "table"
+
+
+def write_metadata_folder(metadata: ExperimentMetadata, out_dir: Path) -> Path:
+    """``out_dir/metadata/``: each table as HDF5 (PyTables) and CSV, the raw files copied.
+
+    Built in a hidden temporary folder and renamed into place, replacing an
+    older one, so it is never seen half-written.
+    """
+    import shutil
+
+    final = out_dir / "metadata"
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".metadata."))
+    try:
+        tmp.chmod(0o777 & ~_umask())
+        for name, df in metadata.tables.items():
+            stem = _safe_name(name)
+            df.to_csv(tmp / f"{stem}.csv", index=False)
+            df.to_hdf(tmp / f"{stem}.h5", key="table", format="table", mode="w", index=False)
+        for src in metadata.attachments:
+            shutil.copyfile(src, tmp / src.name)  # contents only: no read-only bits
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir, prefix=".metadata-old."))
+            os.replace(final, old / "metadata")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def export_ome_tiff(
     exp: Experiment,
     out: str | os.PathLike[str],
@@ -302,17 +339,23 @@ def export_ome_tiff(
     result = ExportResult(out_dir)
 
     todo: list[tuple[Position, Path]] = []
+    # What else decides the file's content, besides the source planes.
+    settings = json.dumps(
+        [metadata.to_dict() if metadata else None, compression, pyramid, provenance],
+        sort_keys=True,
+        default=str,
+    )
     for pos in exp.positions:
         target = out_dir / f"{pos.name}{OME_SUFFIX}"
         if target.exists():
-            if read_fingerprint(target) == source_fingerprint(exp, pos):
+            if read_fingerprint(target) == source_fingerprint(exp, pos, settings):
                 result.skipped.append(target)
                 continue
             if not overwrite:
                 _remove_empty(created)
                 raise InputError(
                     target,
-                    "exists and was not written from these source planes; "
+                    "exists and was written from other source planes or settings; "
                     "use --overwrite to replace it",
                 )
         todo.append((pos, target))
@@ -326,7 +369,7 @@ def export_ome_tiff(
     prov = provenance_pairs(exp) if provenance else None
     try:
         for pos, target in todo:
-            xml = position_xml(exp, pos, metadata, prov)
+            xml = position_xml(exp, pos, metadata, prov, settings)
             planes = itertools.islice(stream, exp.planes_per_position)
             write_position(
                 exp, pos, planes, target, xml,
@@ -335,6 +378,8 @@ def export_ome_tiff(
             result.files.append(target)
             result.planes += exp.planes_per_position
             result.nbytes += exp.position_nbytes(pos)
+        if metadata is not None and (metadata.tables or metadata.attachments):
+            result.metadata_dir = write_metadata_folder(metadata, out_dir)
     except BaseException:
         stream.close()
         if not result.files and not result.skipped:

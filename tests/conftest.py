@@ -54,9 +54,13 @@ def build_layout(demo: Path, tmp_path: Path) -> Callable[..., Path]:
         name: Callable[[int, str, int], str] | None = None,
         convert: Callable[[np.ndarray], tuple[bytes, str]] | None = None,
         folder: str = "exp",
+        lab_files: bool = True,
     ) -> Path:
         root = tmp_path / folder
         root.mkdir()
+        if lab_files:  # the Acq and log files, as a real experiment has
+            for f in demo.glob("*.txt"):
+                shutil.copyfile(f, root / f.name)
         sources = sorted(p.name for p in demo.iterdir() if p.is_dir() and p.name.startswith("pos"))
         name = name or (lambda t, c, z: f"microscope1_{t:06d}_{c}_{z:03d}")
         for i, pos in enumerate(positions or sources):
