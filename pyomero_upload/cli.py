@@ -226,6 +226,84 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("OMERO server (else OMERO_HOST, OMERO_PORT, OMERO_USER, "
+                             "OMERO_PASSWORD, OMERO_GROUP; else --config; else a prompt)")
+    g.add_argument("-s", "--server", "--host", dest="host", help="server host name")
+    g.add_argument("-o", "--port", type=int, default=None, help="port (default 4064)")
+    g.add_argument("-u", "--user", "--username", dest="user", help="user name")
+    g.add_argument("--group", help="OMERO group to upload into")
+    g.add_argument("-c", "--config", "--config-file", dest="config", type=Path,
+                   help="YAML with host, port, user, group (never a password)")
+    g.add_argument("--session-key", help="join an existing session instead of logging in "
+                   "(default: the session `omero login` left, if any)")
+    g.add_argument("--insecure", action="store_true",
+                   help="send pixels unencrypted after an encrypted login (faster)")
+
+
+def connect(args: argparse.Namespace):
+    """Resolve the settings and log in once; the caller closes the connection."""
+    from . import omero_client as oc
+    from .credentials import resolve
+
+    oc.require_omero()
+    session_key = args.session_key
+    host = args.host
+    if not session_key and not args.user and not os.environ.get("OMERO_USER"):
+        stored = oc.stored_session()
+        if stored and (host is None or host == stored[0]):
+            host, session_key = stored[0], stored[3]
+            log.info("using the session `omero login` stored for %s@%s", stored[2], host)
+    r = resolve(host=host, port=args.port, user=args.user, group=args.group,
+                session_key=session_key, config=args.config,
+                secure=False if args.insecure else None)
+    settings = oc.ConnectionSettings(r.host, r.port, r.user, r.password, r.group, r.secure,
+                                     r.session_key)
+    return oc.Connection.open(settings)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .upload import UploadOptions, load_image_processor, upload_experiment
+
+    if args.custom_image_processor and args.module_path is None:
+        raise UsageError("--custom-image-processor needs --module-path DIR")
+    exp, metadata = _discover_with_metadata(args)
+    processor = load_image_processor(
+        args.image_processor, args.module_path if args.custom_image_processor else None
+    )
+    options = UploadOptions(
+        dataset=args.dataset or exp.root.resolve().name,
+        project=args.project,
+        hypercube=args.hypercube,
+        workers=args.workers,
+        provenance=args.provenance,
+        dry_run=args.dry_run,
+    )
+    conn = connect(args)
+    try:
+        show = sys.stderr.isatty() and not args.quiet and not args.dry_run
+        with tqdm(total=exp.nbytes, unit="B", unit_scale=True, desc="upload",
+                  disable=not show) as bar:
+            result = upload_experiment(conn, exp, metadata, options, processor, bar.update)
+    except (InputError, UsageError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # Ice and server errors: one line, own exit code
+        from . import omero_client as oc
+
+        raise oc.as_omero_error(exc, conn.settings) from None
+    finally:
+        conn.close()
+    if not args.quiet:
+        for name in result.created if args.dry_run else []:
+            print(f"would create: {name}")
+        for name in result.replaced if args.dry_run else []:
+            print(f"would replace: {name}")
+        print(result.summary())
+    return EXIT_OK
+
+
 def cmd_metadata(args: argparse.Namespace) -> int:
     metadata = _metadata(args) or ExperimentMetadata()
     if args.json:
@@ -314,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-provenance", action="store_true", help="omit the provenance annotation")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("upload", help="upload to OMERO: one 5-D image per position")
+    _add_layout_options(p)
+    _add_metadata_options(p)
+    _add_server_options(p)
+    add_upload_options(p)
+    p.set_defaults(func=cmd_upload)
+
     p = sub.add_parser("metadata", help="show the metadata parsed from an experiment folder")
     p.add_argument("data", type=Path, help="experiment folder")
     _add_metadata_options(p)
@@ -331,6 +416,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, default=256, help="plane width and height")
     p.set_defaults(func=cmd_demo_data)
     return parser
+
+
+def add_upload_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("upload")
+    g.add_argument("-n", "--dataset", "--dataset-name", dest="dataset",
+                   help="dataset name (default: the experiment folder's name)")
+    g.add_argument("--project", help="project name (default: the metadata's Omero project)")
+    g.add_argument("-y", "--hypercube", action=argparse.BooleanOptionalAction, default=True,
+                   help="one 5-D image per position (default); --no-hypercube: one image "
+                   "per plane file")
+    g.add_argument("-v", "--include-provenance-metadata", "--provenance", dest="provenance",
+                   action=argparse.BooleanOptionalAction, default=True,
+                   help="tool, version, citation and checksums as key-value pairs")
+    g.add_argument("-i", "--custom-image-processor", action="store_true",
+                   help="use CustomImageProcessor from --module-path")
+    g.add_argument("--image-processor", metavar="NAME",
+                   help="image processor from the pyomero_upload.image_processors entry points")
+    g.add_argument("--dry-run", action="store_true",
+                   help="connect and report what would be created or skipped; write nothing")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -361,6 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped to `head` and closed: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
         return EXIT_OK
+    except Exception as exc:
+        from . import omero_client as oc
+
+        if isinstance(exc, oc.OmeroError):
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        raise
     except KeyboardInterrupt:
         print("interrupted; no partial output was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Thin entrypoint: run the start hooks in /usr/local/bin/start.d in order, then
+# exec the command.  Started as root (docker run --user root -e NB_UID=...),
+# it gives jovyan that uid/gid and drops to it, so files written to the
+# mounted work folder belong to the host user.
+set -euo pipefail
+
+if [ "$(id -u)" = 0 ] && [ "${STAY_ROOT:-0}" != 1 ]; then
+  uid=${NB_UID:-1000}
+  gid=${NB_GID:-100}
+  if [ "$uid" != "$(id -u "$NB_USER")" ]; then
+    usermod -u "$uid" "$NB_USER" >/dev/null
+  fi
+  if [ "$gid" != 100 ] && ! getent group "$gid" >/dev/null; then
+    groupadd -g "$gid" hostgroup
+  fi
+  usermod -g "$gid" "$NB_USER" >/dev/null
+  chown "$uid:$gid" "$HOME" "$HOME/work" 2>/dev/null || true
+  exec setpriv --reuid="$uid" --regid="$gid" --init-groups --reset-env \
+    env HOME="$HOME" PATH="$PATH" VIRTUAL_ENV="$VIRTUAL_ENV" LANG="$LANG" \
+    "$0" "$@"
+fi
+
+# Any uid (docker run --user 1234:1234): a writable HOME for caches and config.
+if [ ! -w "$HOME" ]; then
+  export HOME="/tmp/home-$(id -u)"
+  mkdir -p "$HOME"
+fi
+
+for hook in /usr/local/bin/start.d/*; do
+  [ -x "$hook" ] || continue
+  "$hook"
+done
+exec "$@"

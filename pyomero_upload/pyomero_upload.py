@@ -1,0 +1,72 @@
+"""The original toolkit's Python API: ``PyOmeroUploader(...).launch_upload(...)``.
+
+    from pyomero_upload.pyomero_upload import PyOmeroUploader
+    uploader = PyOmeroUploader("alice", password, "omero.example.org")
+    dataset_id = uploader.launch_upload("run-42", "/data/run-42", hypercube=True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .layout import discover
+from .metadata import load_metadata
+from .plugins import coerce_metadata
+
+
+class PyOmeroUploader:
+    """Upload experiment folders to one OMERO server as one user."""
+
+    def __init__(self, user: str, password: str, server: str, port: int = 4064,
+                 group: str | None = None, secure: bool = True):
+        self._settings = dict(host=server, port=int(port), user=user, password=password,
+                              group=group, secure=secure)
+
+    def __repr__(self) -> str:  # never show the password
+        s = self._settings
+        return f"PyOmeroUploader(user={s['user']!r}, server={s['host']!r}, port={s['port']})"
+
+    def launch_upload(
+        self,
+        dataset_name: str,
+        data_path: str | Path,
+        hypercube: bool = True,
+        parser_class: type | None = None,
+        image_processor_impl: type | Any | None = None,
+        include_provenance_kvps: bool = True,
+        ignore_metadata: bool = False,
+        project: str | None = None,
+        workers: int | None = None,
+        client_factory: Any = None,
+    ) -> int:
+        """Upload ``data_path`` into dataset ``dataset_name``; return the dataset id.
+
+        ``parser_class``: a metadata parser class (``extract_metadata(path)``);
+        ``image_processor_impl``: an :class:`~pyomero_upload.upload.ImageProcessor`
+        class or instance.  One login for the whole upload, always closed.
+        """
+        from . import omero_client as oc
+        from .upload import DefaultImageProcessor, UploadOptions, upload_experiment
+
+        root = Path(data_path)
+        if ignore_metadata:
+            metadata = None
+        elif parser_class is not None:
+            metadata = coerce_metadata(parser_class().extract_metadata(root),
+                                       parser_class.__name__)
+        else:
+            metadata = load_metadata(root)
+        exp = discover(root)
+        if metadata is not None:
+            exp.reorder_channels(metadata.channel_order())
+        processor = image_processor_impl or DefaultImageProcessor
+        if isinstance(processor, type):
+            processor = processor()
+        options = UploadOptions(dataset=dataset_name, project=project, hypercube=hypercube,
+                                workers=workers, provenance=include_provenance_kvps)
+        settings = oc.ConnectionSettings(**self._settings)
+        with oc.Connection.open(settings, client_factory) as conn:
+            result = upload_experiment(conn, exp, metadata, options, processor)
+        assert result.dataset_id is not None
+        return int(result.dataset_id)

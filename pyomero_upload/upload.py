@@ -1,0 +1,340 @@
+"""Putting an experiment into OMERO: what to create, skip or replace, and the
+default image processor.  No ``omero`` import here: the server work goes
+through :mod:`pyomero_upload.omero_client`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import omero_client as oc
+from .layout import Experiment, Position
+from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
+from .ome_xml import channel_info, plane_records, provenance_pairs, source_fingerprint
+from .ometiff import PREFETCH_BYTES, _decode
+from .parallel import default_workers, ordered_map
+from .planes import read_plane
+
+log = logging.getLogger(__name__)
+
+IMAGE_PROCESSOR_GROUP = "pyomero_upload.image_processors"
+
+
+@dataclass
+class UploadOptions:
+    dataset: str
+    project: str | None = None
+    hypercube: bool = True
+    workers: int | None = None
+    provenance: bool = True
+    dry_run: bool = False
+
+
+@dataclass
+class UploadResult:
+    dataset_id: int | None = None
+    project_id: int | None = None
+    created: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    image_ids: dict[str, int] = field(default_factory=dict)
+    planes: int = 0
+    nbytes: int = 0
+    pixel_calls: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        verb = "would upload" if self.dry_run else "uploaded"
+        line = (f"{verb} {len(self.created)} image(s), {self.planes} planes, "
+                f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s "
+                f"({self.pixel_calls} pixel calls) to dataset {self.dataset_id}")
+        if self.skipped:
+            line += f"; {len(self.skipped)} already complete, skipped"
+        if self.replaced:
+            line += f"; {len(self.replaced)} incomplete or changed, replaced"
+        return line
+
+
+def upload_settings(metadata: ExperimentMetadata | None, provenance: bool, hypercube: bool) -> str:
+    """What besides the planes decides an uploaded image (part of its fingerprint)."""
+    return json.dumps(
+        [metadata.to_dict() if metadata else None, provenance, hypercube, "omero-1"],
+        sort_keys=True, default=str,
+    )
+
+
+class ImageProcessor(ABC):
+    """Builds and uploads the images of an experiment into a dataset.
+
+    The original toolkit's plug-in point: a custom processor gets the
+    connection, the indexed experiment, its metadata and the target dataset.
+    """
+
+    @abstractmethod
+    def process(
+        self,
+        conn: oc.Connection,
+        exp: Experiment,
+        metadata: ExperimentMetadata | None,
+        dataset: Any,
+        options: UploadOptions,
+        result: UploadResult,
+        on_plane: Callable[[int], None] | None = None,
+    ) -> None:
+        """Create the images in ``dataset``; record them in ``result``."""
+
+
+class DefaultImageProcessor(ImageProcessor):
+    """One hypercube per position (or one image per plane file), in parallel."""
+
+    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None) -> None:
+        workers = options.workers or default_workers()
+        settings = upload_settings(metadata, options.provenance, options.hypercube)
+        existing = {}
+        for img in oc.existing_images(conn, dataset.id.val):
+            existing.setdefault(img.name, []).append(img)
+        tags = oc.ensure_tags(conn, metadata.tags) if metadata and metadata.tags else []
+        prov = provenance_pairs(exp) if options.provenance else []
+        lock = threading.Lock()
+
+        jobs: list[tuple[str, Callable[[], None]]] = []
+        units = (
+            [(p.name, p, None) for p in exp.positions]
+            if options.hypercube
+            else [(f.name, p, f) for p in exp.positions for f in exp.plane_paths(p) if f]
+        )
+        for name, pos, single in units:
+            fp = (source_fingerprint(exp, pos, settings) if single is None
+                  else _file_fingerprint(single, settings))
+            old = existing.get(name, [])
+            if any(o.complete and o.fingerprint == fp for o in old):
+                result.skipped.append(name)
+                continue
+            (result.replaced if old else result.created).append(name)
+            if options.dry_run:
+                continue
+            if old:
+                oc.delete_images(conn, [o.id for o in old])
+            if single is None:
+                jobs.append((name, lambda pos=pos, fp=fp: self._position(
+                    conn, exp, pos, metadata, dataset, tags, prov, fp, workers, result,
+                    lock, on_plane)))
+            else:
+                jobs.append((name, lambda pos=pos, f=single, fp=fp: self._single(
+                    conn, exp, pos, f, metadata, dataset, tags, prov, fp, result, lock,
+                    on_plane)))
+        if options.dry_run or not jobs:
+            return
+        parallel = max(1, min(workers, len(jobs)))
+        with ThreadPoolExecutor(parallel, thread_name_prefix="upload") as pool:
+            futures = [pool.submit(job) for _, job in jobs]
+            try:
+                for fut in futures:
+                    fut.result()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+    # one position as a hypercube ------------------------------------------------
+    def _position(self, conn, exp, pos: Position, metadata, dataset, tags, prov, fp, workers,
+                  result, lock, on_plane) -> None:
+        assert pos.shape is not None and pos.dtype is not None
+        y, x = pos.shape
+        size = (x, y, exp.size_z, exp.size_c, exp.size_t)
+        description = metadata.description if metadata else ""
+        image, pixels, source = oc.create_image(conn, dataset, pos.name, size, pos.dtype,
+                                                description, fp)
+        writer = oc.PixelWriter(conn, pixels.id.val, exp.size_z, exp.size_c, exp.size_t)
+        plane_bytes = x * y * pos.dtype.itemsize
+        window = min(workers * 8, max(workers + 1, PREFETCH_BYTES // max(plane_bytes, 1)))
+        stream = ordered_map(_decode, ((pos, p) for p in exp.plane_paths(pos)), workers, window)
+        try:
+            for plane in stream:
+                writer.add(plane)
+                if on_plane:
+                    on_plane(plane.nbytes)
+            writer.finish()
+        except BaseException:
+            stream.close()
+            writer.abort()
+            raise
+        self._annotate(conn, exp, pos, image, pixels, metadata, tags, prov, fp, source,
+                       writer.minmax, list(exp.channels))
+        with lock:
+            result.image_ids[pos.name] = image.id.val
+            result.planes += exp.planes_per_position
+            result.nbytes += exp.position_nbytes(pos)
+            result.pixel_calls += writer.calls
+
+    # one plane file as its own image (the original's non-hypercube mode) -----
+    def _single(self, conn, exp, pos, path: Path, metadata, dataset, tags, prov, fp, result,
+                lock, on_plane) -> None:
+        plane = read_plane(path)
+        y, x = plane.shape
+        image, pixels, source = oc.create_image(conn, dataset, path.name, (x, y, 1, 1, 1),
+                                                plane.dtype, "", fp)
+        writer = oc.PixelWriter(conn, pixels.id.val, 1, 1, 1)
+        try:
+            writer.add(plane)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        if on_plane:
+            on_plane(plane.nbytes)
+        channel = next(c for (t, c, z), f in pos.files.items() if f == path)
+        self._annotate(conn, exp, None, image, pixels, metadata, tags, prov, fp, source,
+                       writer.minmax, [channel])
+        with lock:
+            result.image_ids[path.name] = image.id.val
+            result.planes += 1
+            result.nbytes += plane.nbytes
+            result.pixel_calls += writer.calls
+
+    def _annotate(self, conn, exp, pos, image, pixels, metadata, tags, prov, fp, source, minmax,
+                  channel_names) -> None:
+        acq = metadata.acquisition if metadata else None
+        channels = []
+        for name in channel_names:
+            info = channel_info(name, metadata)
+            channels.append(oc.ChannelFacts(name, info.color, info.excitation_nm,
+                                            info.emission_nm))
+        planes = []
+        if pos is not None:
+            for rec in plane_records(exp, pos, metadata):
+                planes.append(oc.PlaneFacts(
+                    rec["the_z"], rec["the_c"], rec["the_t"], rec.get("delta_t"),
+                    rec.get("exposure_time"),
+                    (rec.get("position_x"), rec.get("position_y"), rec.get("position_z")),
+                ))
+        oc.set_image_metadata(
+            conn, image, pixels, channels, planes,
+            pixel_size_um=acq.pixel_size_um if acq else None,
+            z_spacing_um=acq.z_spacing_um if acq and pos is not None and exp.size_z > 1 else None,
+            time_increment_s=acq.time_interval_s if acq and pos is not None and exp.size_t > 1
+            else None,
+            acquisition_date=acq.started if acq else None,
+        )
+        groups = []
+        if metadata and metadata.kvps:
+            groups.append((metadata.kvps, CLIENT_MAP_NS))
+        if prov:
+            groups.append(([*prov, ("Source checksum", fp)], PROVENANCE_NS))
+        if pos is not None and pos.missing:
+            groups.append(([("Filled plane", f"T={t} C={c} Z={z}") for t, c, z in pos.missing],
+                           FILLED_NS))
+        oc.link_annotations(conn, image, oc.new_maps(conn, groups) + list(tags))
+        oc.finish_rendering(conn, image.id.val, pixels.id.val, minmax)
+        oc.mark_complete(conn, source, fp)
+
+
+def _file_fingerprint(path: Path, settings: str) -> str:
+    st = path.stat()
+    text = f"{path.name}|{st.st_size}|{st.st_mtime_ns}|{settings}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def annotate_dataset(conn, dataset, exp: Experiment, metadata: ExperimentMetadata | None,
+                     provenance: bool) -> None:
+    """Description, tags, key-value pairs, tables, raw files and provenance on
+    the dataset, once: a marker annotation records that it was done."""
+    if oc.dataset_source_marks(conn, dataset.id.val):
+        return
+    groups = []
+    if metadata and metadata.kvps:
+        groups.append((metadata.kvps, CLIENT_MAP_NS))
+    if provenance:
+        groups.append((provenance_pairs(exp), PROVENANCE_NS))
+    anns = oc.new_maps(conn, groups)
+    if metadata and metadata.tags:
+        anns += oc.ensure_tags(conn, metadata.tags)
+    oc.link_annotations(conn, dataset, anns)
+    if metadata:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, df in metadata.tables.items():
+                oc.attach_table(conn, dataset, name, df, Path(tmp))
+        for path in metadata.attachments:
+            oc.attach_file(conn, dataset, path)
+    oc.link_annotations(conn, dataset, oc.new_maps(conn, [(
+        [("Dataset annotations", "complete"),
+         ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds"))], oc.SOURCE_NS)]))
+
+
+def upload_experiment(
+    conn: oc.Connection,
+    exp: Experiment,
+    metadata: ExperimentMetadata | None,
+    options: UploadOptions,
+    processor: ImageProcessor | None = None,
+    on_plane: Callable[[int], None] | None = None,
+) -> UploadResult:
+    """Find or create the project and dataset, annotate them, upload the images."""
+    start = time.perf_counter()
+    result = UploadResult(dry_run=options.dry_run)
+    project_name = options.project or (metadata.project if metadata else None)
+    project = None
+    if project_name:
+        project, created = oc.ensure_project(conn, project_name, options.dry_run)
+        result.project_id = project.id.val if project is not None else None
+        if created:
+            log.info("project %s: %s", project_name, "would be created" if options.dry_run
+                     else "created")
+    description = metadata.description if metadata else ""
+    dataset, created = oc.ensure_dataset(conn, options.dataset, project, description,
+                                         options.dry_run)
+    if dataset is None:  # dry run, dataset absent: everything would be created
+        result.created = ([p.name for p in exp.positions] if options.hypercube
+                          else [f.name for p in exp.positions for f in exp.plane_paths(p) if f])
+        result.seconds = time.perf_counter() - start
+        return result
+    result.dataset_id = dataset.id.val
+    if not options.dry_run:
+        annotate_dataset(conn, dataset, exp, metadata, options.provenance)
+    (processor or DefaultImageProcessor()).process(
+        conn, exp, metadata, dataset, options, result, on_plane
+    )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def load_image_processor(name: str | None = None, module_path: Path | None = None
+                         ) -> ImageProcessor:
+    """The default processor, one from ``--module-path`` or from an entry point."""
+    from importlib import metadata as importlib_metadata
+
+    from .errors import InputError
+    from .plugins import load_module_class
+
+    if module_path is not None:
+        cls = load_module_class(module_path, "custom_image_processor.py", "CustomImageProcessor")
+        where = str(Path(module_path) / "custom_image_processor.py")
+    elif name and name != "default":
+        eps = {ep.name: ep for ep in importlib_metadata.entry_points(group=IMAGE_PROCESSOR_GROUP)}
+        if name not in eps:
+            raise InputError(None, f"no image processor named {name!r}; installed: "
+                             f"default{', ' if eps else ''}{', '.join(eps)}")
+        cls = eps[name].load()
+        where = f"entry point {eps[name].value}"
+    else:
+        return DefaultImageProcessor()
+    if not isinstance(cls, type) or not callable(getattr(cls, "process", None)):
+        raise InputError(where, "CustomImageProcessor must be a class with a process() method")
+    return cls()
+
+
+__all__ = ["DefaultImageProcessor", "ImageProcessor", "UploadOptions", "UploadResult",
+           "upload_experiment"]
