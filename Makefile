@@ -7,11 +7,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= build/demo-experiment
 DEMO_OUT ?= build/demo-output
+, := ,
 BENCH_ARGS ?=
 # Where the zeroc-ice wheel is built once and reused (host, CI and image builds).
 ICE_WHEEL_DIR ?= $(HOME)/.cache/pyomero-upload/wheels
 
-.PHONY: help install ice-wheel install-omero demo test lint bench clean
+# Docker images, in build order (each is built FROM the one before it).
+OWNER ?= pyomero-upload
+IMAGES ?= omero_base omero_uploader omero_jupyter omero_ide
+OMERO_VERSION ?= 5.23.0
+# The root image: by default the local one `make root-image` builds from
+# Debian's packages (no registry needed); ROOT_IMAGE=debian:bookworm-slim where
+# a registry can be reached.
+LOCAL_ROOT_IMAGE ?= $(OWNER)/debian:bookworm
+ROOT_IMAGE ?= $(LOCAL_ROOT_IMAGE)
+# A CA bundle for a TLS-re-signing proxy, handed to builds as a BuildKit
+# secret (never stored in a layer). Default: this host's trust store.
+EXTRA_CA_CERT ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+DOCKER_BUILD_ARGS ?=
+DOCKER_BUILD := docker/scripts/docker-build.sh
+
+.PHONY: help install ice-wheel install-omero demo test lint bench clean root-image build-all test-images test-all
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/%.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +61,26 @@ lint: install ## ruff (Python)
 
 bench: install ## Benchmarks: export vs decode-only vs the original's naive method
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
+
+root-image: ## Build the Debian bookworm root image from Debian's packages (debootstrap)
+	docker/root-image/build.sh $(LOCAL_ROOT_IMAGE)
+
+build/%: ## Build one image, e.g. make build/omero_jupyter
+	@if [ "$*" = omero_base ] && [ "$(ROOT_IMAGE)" = "$(LOCAL_ROOT_IMAGE)" ]; then $(MAKE) --no-print-directory root-image; fi
+	@if [ "$*" = omero_base ] && [ -x $(BIN)/python ]; then $(MAKE) --no-print-directory ice-wheel; fi
+	docker/scripts/stage-context.sh $* $(ICE_WHEEL_DIR)
+	$(DOCKER_BUILD) --progress=plain \
+	  --build-arg OWNER=$(OWNER) --build-arg ROOT_IMAGE=$(ROOT_IMAGE) \
+	  --build-arg OMERO_VERSION=$(OMERO_VERSION) \
+	  $(if $(EXTRA_CA_CERT),--secret id=extra_ca$(,)src=$(EXTRA_CA_CERT)) \
+	  $(DOCKER_BUILD_ARGS) -t $(OWNER)/$* $*
+
+build-all: $(foreach i,$(IMAGES),build/$(i)) ## Build every image in order
+
+test-images: install build-all ## Build the images and run their tests
+	$(BIN)/python -m pytest tests/images
+
+test-all: test test-images ## Everything
 
 clean: ## Remove build outputs (not .venv)
 	rm -rf build .pytest_cache .ruff_cache
