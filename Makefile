@@ -56,8 +56,9 @@ demo: install ## Make a synthetic experiment, show its plan and export it as OME
 test: install ## Run the test suite
 	$(BIN)/python -m pytest
 
-lint: install ## ruff (Python)
-	$(BIN)/ruff check pyomero_upload tests benchmarks
+lint: install ## ruff (Python); committed notebooks carry no outputs
+	$(BIN)/ruff check pyomero_upload tests benchmarks docker notebooks/check_no_outputs.py
+	$(BIN)/python notebooks/check_no_outputs.py
 
 bench: install ## Benchmarks: export vs decode-only vs the original's naive method
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)

@@ -1,0 +1,74 @@
+"""Every notebook runs headless with no server; the offline outputs are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def execute(name: str, cwd: Path) -> str:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}}).execute()
+    text = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text.append(out.get("text", "") or str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(text)
+
+
+def not_blank(png: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(png) as im:
+        a = np.asarray(im.convert("L"), dtype=float)
+    return a.std() > 10
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path, demo):
+    for var in ("OMERO_HOST", "OMERO_USER", "OMERO_PASSWORD", "OMERO_WEB_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PYOMERO_EXPERIMENT", str(demo))
+    monkeypatch.setenv("PYOMERO_OUTPUT", str(tmp_path / "out"))
+    monkeypatch.setenv("PYOMERO_EXPORT", str(tmp_path / "out"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path
+
+
+def test_upload_and_query_notebooks_offline(offline):
+    out = offline / "out"
+    text = execute("omero_upload.ipynb", offline)
+    assert "No OMERO server is configured" in text and "Exporting OME-TIFF instead" in text
+    assert "wrote 3 file(s), 135 planes" in text
+    assert sorted(p.name for p in (out / "demo").glob("*.ome.tiff")) == [
+        "pos001.ome.tiff", "pos002.ome.tiff", "pos003.ome.tiff"]
+    assert "Brightfield, DIC, GFP" in text and "28-Sep-2018, Batgirl" in text
+    assert not_blank(out / "montage.png")
+
+    text = execute("omero_query.ipynb", offline)
+    assert "No OMERO server is configured" in text
+    assert "Points" in text
+    assert not_blank(out / "query-montage.png")
+    assert not_blank(out / "stage-positions.png")
+
+
+def test_api_notebook_offline(offline):
+    text = execute("omero_api.ipynb", offline)
+    assert "No OMERO.web address configured" in text
+    assert "Traceback" not in text
+
+
+def test_upload_notebook_makes_its_own_demo(offline, monkeypatch):
+    monkeypatch.delenv("PYOMERO_EXPERIMENT")
+    text = execute("omero_upload.ipynb", offline)
+    assert "using a synthetic one" in text
+    assert len(list((offline / "out" / "input" / "demo-experiment").glob("pos*"))) == 2
+    assert not_blank(offline / "out" / "montage.png")
