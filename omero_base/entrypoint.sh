@@ -5,6 +5,13 @@
 # mounted work folder belong to the host user.
 set -euo pipefail
 
+# Commands an image declares in ROOT_COMMANDS (e.g. sshd's starter) keep root.
+for cmd in ${ROOT_COMMANDS:-}; do
+  if [ "$(id -u)" = 0 ] && [ "${1:-}" = "$cmd" ]; then
+    exec "$@"
+  fi
+done
+
 if [ "$(id -u)" = 0 ] && [ "${STAY_ROOT:-0}" != 1 ]; then
   uid=${NB_UID:-1000}
   gid=${NB_GID:-100}

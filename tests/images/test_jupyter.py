@@ -1,0 +1,105 @@
+"""omero_jupyter: healthy server, token required, notebooks present and runnable,
+and a real browser logging in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from dockerutil import by_image, docker
+
+TOKEN = "pyomero-test-token-3f1c"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+NOTEBOOKS = {"omero_upload.ipynb", "omero_query.ipynb", "omero_api.ipynb"}
+
+
+@pytest.fixture
+def lab(image, containers):
+    cid = containers.run(image, "start-jupyter.sh", opts=(
+        "-p", "127.0.0.1::8888", "-e", f"JUPYTER_TOKEN={TOKEN}"))
+    containers.wait_healthy(cid)
+    return cid, f"http://127.0.0.1:{containers.port(cid, 8888)}"
+
+
+@by_image("omero_jupyter")
+def test_token_is_required(lab):
+    _, url = lab
+    assert requests.get(f"{url}/api/contents", timeout=10).status_code == 403
+    r = requests.get(f"{url}/api/contents", headers={"Authorization": f"token {TOKEN}"},
+                     timeout=10)
+    assert r.status_code == 200
+    assert {item["name"] for item in r.json()["content"]} >= NOTEBOOKS
+
+
+@by_image("omero_jupyter")
+def test_generated_token_printed_once(image, containers):
+    cid = containers.run(image, "start-jupyter.sh", opts=("-p", "127.0.0.1::8888"))
+    containers.wait_healthy(cid)
+    logs = docker("logs", cid).stdout
+    lines = [line for line in logs.splitlines() if line.startswith("JupyterLab token")]
+    assert len(lines) == 1
+    token = lines[0].rsplit(": ", 1)[1]
+    url = f"http://127.0.0.1:{containers.port(cid, 8888)}"
+    assert requests.get(f"{url}/api/contents", timeout=10).status_code == 403
+    assert requests.get(f"{url}/api/contents?token={token}", timeout=10).status_code == 200
+
+
+@by_image("omero_jupyter")
+def test_notebook_executes_inside(lab):
+    cid, _ = lab
+    script = (
+        "import nbformat, nbclient; "
+        "nb = nbformat.read('/home/jovyan/work/omero_upload.ipynb', as_version=4); "
+        "nbclient.NotebookClient(nb, timeout=600, resources={'metadata': {'path': '/tmp'}})"
+        ".execute(); print('executed', len(nb.cells))"
+    )
+    r = docker("exec", "-e", "PYOMERO_OUTPUT=/tmp/out", "-e", "MPLBACKEND=Agg", cid,
+               "python", "-c", script)
+    assert "executed" in r.stdout
+    files = docker("exec", cid, "bash", "-c", "ls /tmp/out/demo-experiment").stdout.split()
+    assert files == ["metadata", "pos001.ome.tiff", "pos002.ome.tiff"]
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@by_image("omero_jupyter")
+def test_browser_logs_in_and_sees_the_notebooks(lab):
+    found = _chromium()
+    if found is None:
+        pytest.skip("no chromium/chromedriver (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+
+    _, url = lab
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
+                "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    service = webdriver.ChromeService(executable_path=found[1])
+    browser = webdriver.Chrome(options=options, service=service)
+    try:
+        browser.get(f"{url}/lab")  # no token: the login page
+        assert "token" in browser.page_source.lower() or "password" in browser.page_source.lower()
+        browser.get(f"{url}/lab?token={TOKEN}")
+        deadline = time.monotonic() + 90
+        names: set[str] = set()
+        while time.monotonic() < deadline and not names >= NOTEBOOKS:
+            time.sleep(1)
+            names = {e.text for e in browser.find_elements(
+                By.CSS_SELECTOR, ".jp-DirListing-itemText")}
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shot = SCREENSHOTS / f"jupyterlab-{os.getpid()}.png"
+        browser.save_screenshot(str(shot))
+        assert names >= NOTEBOOKS, names
+        assert shot.stat().st_size > 10_000
+    finally:
+        browser.quit()
