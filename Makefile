@@ -60,8 +60,9 @@ lint: install ## ruff (Python); committed notebooks carry no outputs
 	$(BIN)/ruff check pyomero_upload tests benchmarks docker notebooks/check_no_outputs.py
 	$(BIN)/python notebooks/check_no_outputs.py
 
-bench: install ## Benchmarks: export vs decode-only vs the original's naive method
+bench: install-omero ## Benchmarks: export and upload vs decode-only and the original's methods
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_upload.py $(BENCH_ARGS)
 
 root-image: ## Build the Debian bookworm root image from Debian's packages (debootstrap)
 	docker/root-image/build.sh $(LOCAL_ROOT_IMAGE)
