@@ -36,7 +36,7 @@ printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n
   > "$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim"
 printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
   > "$rootfs/etc/apt/apt.conf.d/docker-no-recommends"
-rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/usr/share/doc/*/[!c]* \
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/*/[!c]* \
   "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
 tar -C "$rootfs" --numeric-owner -c . | docker import \
   --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' \

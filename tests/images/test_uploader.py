@@ -48,7 +48,7 @@ def test_export_as_the_calling_user(image, demo_data, tmp_path):
     gid = 1234 if os.geteuid() == 0 else os.getegid()
     docker("run", "--rm", "--user", f"{uid}:{gid}", "-v", f"{demo_data}:/data:ro",
            "-v", f"{work}:/home/jovyan/work", image,
-           "export", "/data", "-o", "/home/jovyan/work/out")
+           "export", "/data", "-o", "/home/jovyan/work/out", "--dataset", "demo")
     check_export(work / "out", uid)
 
 
@@ -59,7 +59,7 @@ def test_export_with_nb_uid(image, demo_data, tmp_path):
     work.chmod(0o777)
     docker("run", "--rm", "--user", "root", "-e", "NB_UID=2345", "-e", "NB_GID=2345",
            "-v", f"{demo_data}:/data:ro", "-v", f"{work}:/home/jovyan/work", image,
-           "-q", "export", "/data", "-o", "/home/jovyan/work/out")
+           "-q", "export", "/data", "-o", "/home/jovyan/work/out", "--dataset", "demo")
     check_export(work / "out", 2345)
 
 
