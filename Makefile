@@ -27,7 +27,7 @@ EXTRA_CA_CERT ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 DOCKER_BUILD_ARGS ?=
 DOCKER_BUILD := docker/scripts/docker-build.sh
 
-.PHONY: help install ice-wheel install-omero demo test lint bench clean root-image build-all test-images test-all
+.PHONY: help install ice-wheel install-omero demo test lint bench clean root-image build-all test-images test-omero test-all
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/%.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,6 +81,11 @@ build-all: $(foreach i,$(IMAGES),build/$(i)) ## Build every image in order
 
 test-images: install build-all ## Build the images and run their tests
 	$(BIN)/python -m pytest tests/images
+
+test-omero: install-omero ## Start OME's OMERO stack (docker/compose.yml), wait for a login, run tests/integration
+	docker compose -f docker/compose.yml up -d database omeroserver omeroweb
+	OMERO_PASSWORD="$$OMERO_ROOT_PASS" $(BIN)/python docker/scripts/wait-omero.py localhost 4064 root 600
+	OMERO_TEST_PASSWORD="$$OMERO_ROOT_PASS" $(BIN)/python -m pytest -m omero tests/integration
 
 test-all: test test-images ## Everything
 

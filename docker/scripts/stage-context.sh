@@ -23,8 +23,8 @@ case "$image" in
     find "$stage" -name __pycache__ -prune -exec rm -rf {} +
     ;;
   omero_jupyter)
-    cp -r "$top/notebooks" "$stage/"
-    find "$stage" -name .ipynb_checkpoints -prune -exec rm -rf {} +
+    mkdir -p "$stage/notebooks"
+    cp "$top"/notebooks/*.ipynb "$top/notebooks/README.md" "$stage/notebooks/"
     ;;
   omero_ide)
     cp -r "$top/docker/plugin-template" "$stage/"
