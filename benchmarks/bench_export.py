@@ -68,14 +68,13 @@ def build_experiment(demo: Path, root: Path, positions: int, timepoints: int) ->
 
 def job_decode(data: Path, out: Path, workers: int) -> dict:
     from pyomero_upload.layout import discover
-    from pyomero_upload.ometiff import PREFETCH_BYTES
-    from pyomero_upload.parallel import ordered_map
+    from pyomero_upload.parallel import ordered_map, prefetch_window
     from pyomero_upload.planes import read_plane
 
     exp = discover(data, workers=workers)
     paths = [p for pos in exp.positions for p in exp.plane_paths(pos)]
     plane_bytes = exp.nbytes // len(paths)
-    window = min(workers * 8, max(workers + 1, PREFETCH_BYTES // plane_bytes))
+    window = prefetch_window(workers, plane_bytes)
     nbytes = sum(a.nbytes for a in ordered_map(read_plane, paths, workers, window))
     return {"planes": len(paths), "bytes": nbytes}
 

@@ -103,14 +103,15 @@ def run_original(data: Path):
 
 def run_decode(data: Path, workers: int):
     from pyomero_upload.layout import discover
-    from pyomero_upload.parallel import ordered_map
+    from pyomero_upload.parallel import ordered_map, prefetch_window
     from pyomero_upload.planes import read_plane
 
     exp = discover(data)
     paths = [p for pos in exp.positions for p in exp.plane_paths(pos)]
+    window = prefetch_window(workers, exp.nbytes // len(paths))
 
     def job():
-        for _ in ordered_map(read_plane, paths, workers, workers * 8):
+        for _ in ordered_map(read_plane, paths, workers, window):
             pass
 
     cpu, wall = measure(job)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .planes import PlaneInfo, probe_plane
+from .planes import PlaneInfo, probe_plane, read_plane
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,22 @@ class Position:
     shape: tuple[int, int] | None = None
     dtype: np.dtype | None = None
     missing: list[PlaneKey] = field(default_factory=list)
+
+    def read_plane(self, path: Path | None) -> np.ndarray:
+        """Decode one of this position's planes (zeros where ``path`` is None,
+        a plane filled by --allow-missing); its size and type must match."""
+        assert self.shape is not None and self.dtype is not None, "probe the position first"
+        if path is None:
+            return np.zeros(self.shape, self.dtype)
+        plane = read_plane(path)
+        if plane.shape != self.shape or plane.dtype != self.dtype:
+            raise InputError(
+                path,
+                f"decoded plane is {plane.dtype.name} {plane.shape[1]}x{plane.shape[0]}, "
+                f"expected {self.dtype.name} {self.shape[1]}x{self.shape[0]} "
+                f"like the rest of {self.name}",
+            )
+        return plane
 
 
 @dataclass

@@ -28,8 +28,7 @@ from .errors import InputError
 from .layout import Experiment, Position
 from .model import ExperimentMetadata
 from .ome_xml import SOURCE_NS, position_xml, provenance_pairs, source_fingerprint
-from .parallel import default_workers, ordered_map
-from .planes import read_plane
+from .parallel import default_workers, ordered_map, prefetch_window
 
 COMPRESSIONS = ("none", "zlib", "zstd")
 #: Planes larger than this on either side get pyramid sub-resolutions.
@@ -37,8 +36,6 @@ PYRAMID_THRESHOLD = 4096
 #: Sub-resolutions stop once the larger side is at most this.
 PYRAMID_MIN_SIZE = 256
 TILE = 256
-#: Upper bound on decoded bytes waiting for the writer.
-PREFETCH_BYTES = 128 * 1024 * 1024
 OME_SUFFIX = ".ome.tiff"
 
 
@@ -171,18 +168,7 @@ def _remove_empty(folders: list[Path]) -> None:
 
 def _decode(job: tuple[Position, Path | None]) -> np.ndarray:
     position, path = job
-    assert position.shape is not None and position.dtype is not None
-    if path is None:  # missing plane, allowed by --allow-missing
-        return np.zeros(position.shape, position.dtype)
-    plane = read_plane(path)
-    if plane.shape != position.shape or plane.dtype != position.dtype:
-        raise InputError(
-            path,
-            f"decoded plane is {plane.dtype.name} {plane.shape[1]}x{plane.shape[0]}, "
-            f"expected {position.dtype.name} {position.shape[1]}x{position.shape[0]} "
-            f"like the rest of {position.name}",
-        )
-    return plane
+    return position.read_plane(path)
 
 
 def write_position(
@@ -364,8 +350,7 @@ def export_ome_tiff(
     plane_bytes = max(
         (exp.position_nbytes(p) // exp.planes_per_position for p, _ in todo), default=1
     )
-    window = min(workers * 8, max(workers + 1, PREFETCH_BYTES // max(plane_bytes, 1)))
-    stream = ordered_map(_decode, jobs, workers, window)
+    stream = ordered_map(_decode, jobs, workers, prefetch_window(workers, plane_bytes))
     prov = provenance_pairs(exp) if provenance else None
     try:
         for pos, target in todo:

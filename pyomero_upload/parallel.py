@@ -26,6 +26,16 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+#: Upper bound on decoded bytes waiting for their consumer.
+PREFETCH_BYTES = 128 * 1024 * 1024
+
+
+def prefetch_window(workers: int, item_bytes: int) -> int:
+    """How many results to compute ahead: enough to keep ``workers`` busy,
+    few enough that at most :data:`PREFETCH_BYTES` wait in memory."""
+    return min(workers * 8, max(workers + 1, PREFETCH_BYTES // max(item_bytes, 1)))
+
+
 def ordered_map(
     fn: Callable[[T], R], items: Iterable[T], workers: int, window: int
 ) -> Iterator[R]:

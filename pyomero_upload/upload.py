@@ -23,8 +23,7 @@ from . import omero_client as oc
 from .layout import Experiment, Position
 from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
 from .ome_xml import channel_info, plane_records, provenance_pairs, source_fingerprint
-from .ometiff import PREFETCH_BYTES, _decode
-from .parallel import default_workers, ordered_map
+from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
 
 log = logging.getLogger(__name__)
@@ -159,9 +158,8 @@ class DefaultImageProcessor(ImageProcessor):
         image, pixels, source = oc.create_image(conn, dataset, pos.name, size, pos.dtype,
                                                 description, fp)
         writer = oc.PixelWriter(conn, pixels.id.val, exp.size_z, exp.size_c, exp.size_t)
-        plane_bytes = x * y * pos.dtype.itemsize
-        window = min(workers * 8, max(workers + 1, PREFETCH_BYTES // max(plane_bytes, 1)))
-        stream = ordered_map(_decode, ((pos, p) for p in exp.plane_paths(pos)), workers, window)
+        window = prefetch_window(workers, x * y * pos.dtype.itemsize)
+        stream = ordered_map(pos.read_plane, exp.plane_paths(pos), workers, window)
         try:
             for plane in stream:
                 writer.add(plane)

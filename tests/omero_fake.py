@@ -84,7 +84,9 @@ class FakeServer:
                 raise f.exc
 
     def kind(self, cls: str) -> list:
-        return [o for (k, _), o in sorted(self.objects.items()) if k == cls]
+        with self.lock:  # the client uploads positions from several threads
+            items = sorted(self.objects.items())
+        return [o for (k, _), o in items if k == cls]
 
     def get(self, cls: str, oid: int):
         return self.objects.get((cls, oid))
