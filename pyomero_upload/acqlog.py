@@ -175,6 +175,22 @@ def _table(lines: list[str]) -> tuple[list[str], list[list[str]]]:
     return (rows[0], rows[1:]) if rows else ([], [])
 
 
+def _section_table(
+    sections: dict[str, list[str]], name: str, meta: ExperimentMetadata, path: Path
+) -> pd.DataFrame | None:
+    """A header-and-rows section as a typed table, kept in ``meta.tables``;
+    None if the section is absent or (with a warning) has no table."""
+    if name not in sections:
+        return None
+    header, rows = _table(sections[name])
+    if not (header and rows):
+        log.warning("%s: section %s: no table", path, name)
+        return None
+    df = _typed_frame(header, rows)
+    meta.tables[name] = df
+    return df
+
+
 def parse_acq(path: Path, meta: ExperimentMetadata) -> None:
     """Fill ``meta`` from an acquisition file."""
     text = read_text(path)
@@ -184,31 +200,19 @@ def parse_acq(path: Path, meta: ExperimentMetadata) -> None:
         if name not in sections:
             log.warning("%s: section %s: missing", path, name)
 
-    if "Channels" in sections:
-        header, rows = _table(sections["Channels"])
-        if header and rows:
-            df = _typed_frame(header, rows)
-            meta.tables["Channels"] = df
-            exposure = "Exposure time" if "Exposure time" in df.columns else None
-            for _, row in df.iterrows():
-                ms = row[exposure] if exposure else None
-                acq.channels.append(
-                    ChannelInfo(str(row.iloc[0]), float(ms) if _is_num(ms) else None)
-                )
-        else:
-            log.warning("%s: section Channels: no table", path)
+    df = _section_table(sections, "Channels", meta, path)
+    if df is not None:
+        exposure = "Exposure time" if "Exposure time" in df.columns else None
+        for _, row in df.iterrows():
+            ms = row[exposure] if exposure else None
+            acq.channels.append(ChannelInfo(str(row.iloc[0]), float(ms) if _is_num(ms) else None))
 
-    if "Z_sectioning" in sections:
-        header, rows = _table(sections["Z_sectioning"])
-        if header and rows:
-            df = _typed_frame(header, rows)
-            meta.tables["Z_sectioning"] = df
-            if "Spacing" in df.columns and _is_num(df["Spacing"].iloc[0]):
-                acq.z_spacing_um = float(df["Spacing"].iloc[0])
-            if "Sections" in df.columns and _is_num(df["Sections"].iloc[0]):
-                meta.kvps.append(("Z sections", str(df["Sections"].iloc[0])))
-        else:
-            log.warning("%s: section Z_sectioning: no table", path)
+    df = _section_table(sections, "Z_sectioning", meta, path)
+    if df is not None:
+        if "Spacing" in df.columns and _is_num(df["Spacing"].iloc[0]):
+            acq.z_spacing_um = float(df["Spacing"].iloc[0])
+        if "Sections" in df.columns and _is_num(df["Sections"].iloc[0]):
+            meta.kvps.append(("Z sections", str(df["Sections"].iloc[0])))
 
     if "Time_settings" in sections:
         values = [_split(line) for line in sections["Time_settings"] if line]
@@ -223,26 +227,20 @@ def parse_acq(path: Path, meta: ExperimentMetadata) -> None:
         else:
             log.warning("%s: section Time_settings: expected 'timelapse,interval,n,total'", path)
 
-    if "Points" in sections:
-        header, rows = _table(sections["Points"])
-        if header and rows:
-            df = _typed_frame(header, rows)
-            meta.tables["Points"] = df
-            fixed = {"Position name", "X position", "Y position", "Z position",
-                     "PFS offset", "Group"}
-            channel_cols = [c for c in df.columns if c not in fixed]
-            for _, row in df.iterrows():
-                name = str(row.iloc[0])
-                acq.positions[name] = StagePosition(
-                    name,
-                    _float(row.get("X position")),
-                    _float(row.get("Y position")),
-                    _float(row.get("Z position")),
-                    str(row["Group"]) if "Group" in df.columns else None,
-                    {c: float(row[c]) for c in channel_cols if _is_num(row[c])},
-                )
-        else:
-            log.warning("%s: section Points: no table", path)
+    df = _section_table(sections, "Points", meta, path)
+    if df is not None:
+        fixed = {"Position name", "X position", "Y position", "Z position", "PFS offset", "Group"}
+        channel_cols = [c for c in df.columns if c not in fixed]
+        for _, row in df.iterrows():
+            name = str(row.iloc[0])
+            acq.positions[name] = StagePosition(
+                name,
+                _float(row.get("X position")),
+                _float(row.get("Y position")),
+                _float(row.get("Z position")),
+                str(row["Group"]) if "Group" in df.columns else None,
+                {c: float(row[c]) for c in channel_cols if _is_num(row[c])},
+            )
 
     if "Flow_control" in sections:
         _parse_flow(sections["Flow_control"], meta, path)
