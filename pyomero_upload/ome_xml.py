@@ -26,6 +26,7 @@ from .model import (
     ExperimentMetadata,
     channel_defaults,
 )
+from .planes import png_time
 
 #: OME's names for pixel types that differ from numpy's.
 OME_PIXEL_TYPES = {"float32": "float", "float64": "double"}
@@ -92,21 +93,36 @@ def _plane_exposure_ms(
     return ch.exposure_ms if ch else None
 
 
-def _delta_t(
+def _log_delta_t(
     metadata: ExperimentMetadata | None, position: str, t_index: int, channel: str
 ) -> float | None:
-    """Seconds from the experiment start: the log's time for this timepoint and
-    channel (the k-th T value is the log's 'Time point_k'), else k x interval."""
+    """Seconds from the experiment start to this timepoint and channel in the
+    machine log (the k-th T value is the log's 'Time point_k')."""
     if metadata is None:
         return None
-    acq = metadata.acquisition
-    offsets = acq.plane_offsets_s.get(position, {})
+    offsets = metadata.acquisition.plane_offsets_s.get(position, {})
     for (timepoint, name), seconds in offsets.items():
         if timepoint == t_index + 1 and name.lower() == channel.lower():
             return seconds
-    if acq.time_interval_s is not None:
-        return t_index * acq.time_interval_s
     return None
+
+
+def _png_delta_t(exp: Experiment, position: Position) -> dict[tuple[int, int], float]:
+    """{(t_index, c_index): seconds} from the PNG ``tIME`` chunk of each stack's
+    first plane, counted from the first plane of the first position: tIME is
+    UTC while the log's start is local time, so the two clocks are not mixed."""
+    times = {}
+    for t_index, t in enumerate(exp.t_values):
+        for c_index, c in enumerate(exp.channels):
+            path = position.files.get((t, c, exp.z_values[0]))
+            when = png_time(path) if path is not None and path.suffix.lower() == ".png" else None
+            if when is not None:
+                times[(t_index, c_index)] = when
+    if not times:
+        return {}
+    first = exp.plane_paths(exp.positions[0])[0]
+    origin = (png_time(first) if first is not None else None) or min(times.values())
+    return {key: (when - origin).total_seconds() for key, when in times.items()}
 
 
 def plane_records(
@@ -114,8 +130,8 @@ def plane_records(
 ) -> list[dict[str, Any]]:
     """Per-plane facts (``ome.Plane`` field names) in XYZCT order.
 
-    DeltaT from the log's timestamps or the time interval, exposure per
-    position and channel, stage position from the Points table.
+    DeltaT from the machine log's timestamps, else the PNG tIME chunks, else
+    none; exposure per position and channel; stage position from the Points table.
     """
     acq = metadata.acquisition if metadata else None
     stage = acq.positions.get(position.name) if acq else None
@@ -127,9 +143,14 @@ def plane_records(
                 where[f"position_{axis}"] = value
                 where[f"position_{axis}_unit"] = "µm"
     records = []
+    png_times: dict[tuple[int, int], float] | None = None
     for t_index in range(exp.size_t):
         for c_index, c in enumerate(exp.channels):
-            dt = _delta_t(metadata, position.name, t_index, c)
+            dt = _log_delta_t(metadata, position.name, t_index, c)
+            if dt is None:  # not in the log: the PNG's own timestamp, read once
+                if png_times is None:
+                    png_times = _png_delta_t(exp, position)
+                dt = png_times.get((t_index, c_index))
             exposure = _plane_exposure_ms(metadata, position.name, c)
             for z_index in range(exp.size_z):
                 rec: dict[str, Any] = {"the_z": z_index, "the_t": t_index, "the_c": c_index}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,27 @@ def _probe_pillow(path: Path) -> PlaneInfo:
     if mode not in dtypes:
         raise InputError(path, f"image mode {mode}; planes must be single-channel greyscale")
     return PlaneInfo((size[1], size[0]), np.dtype(dtypes[mode]))
+
+
+def png_time(path: Path) -> datetime | None:
+    """The PNG ``tIME`` chunk (last modification, UTC), if the file has one before its pixels."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != PNG_SIGNATURE:
+                return None
+            while True:
+                head = fh.read(8)
+                if len(head) < 8:
+                    return None
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"tIME" and length == 7:
+                    y, mo, d, h, mi, s = struct.unpack(">HBBBBB", fh.read(7))
+                    return datetime(y, mo, d, h, mi, s)
+                if kind in (b"IDAT", b"IEND"):
+                    return None
+                fh.seek(length + 4, 1)  # data and CRC
+    except (OSError, ValueError, struct.error):
+        return None
 
 
 def probe_plane(path: Path) -> PlaneInfo:

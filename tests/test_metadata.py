@@ -426,3 +426,15 @@ def test_no_provenance_and_ignore_metadata(demo, tmp_path):
     assert namespaces == ["pyomero-upload/source"]
     assert ome.images[0].pixels.physical_size_z is None
     assert not (tmp_path / "demo" / "metadata").exists()
+
+
+def test_plane_times_from_png_time_chunks_without_a_log(build_layout, tmp_path):
+    root = build_layout(["pos001", "pos002"], lab_files=False)
+    assert main(["-q", "export", str(root), "-o", str(tmp_path / "o")]) == 0
+    planes = ome_of(tmp_path / "o" / "exp" / "pos002.ome.tiff").images[0].pixels.planes
+    dt = {(p.the_t, p.the_c, p.the_z): p.delta_t for p in planes}
+    # tIME of the first z-plane of each stack, from pos001's first plane (16:18:16 UTC);
+    # the layout reuses pos002's real planes for pos002
+    assert dt[(0, 0, 0)] == 12.0  # pos002 Brightfield T1 at 16:18:28
+    assert dt[(1, 2, 4)] == dt[(1, 2, 0)]  # one time per stack
+    assert dt[(1, 0, 0)] - dt[(0, 0, 0)] == pytest.approx(300, abs=2)
