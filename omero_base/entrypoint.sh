@@ -23,9 +23,9 @@ if [ "$(id -u)" = 0 ] && [ "${STAY_ROOT:-0}" != 1 ]; then
   fi
   usermod -g "$gid" "$NB_USER" >/dev/null
   chown "$uid:$gid" "$HOME" "$HOME/work" 2>/dev/null || true
-  exec setpriv --reuid="$uid" --regid="$gid" --init-groups --reset-env \
-    env HOME="$HOME" PATH="$PATH" VIRTUAL_ENV="$VIRTUAL_ENV" LANG="$LANG" \
-    "$0" "$@"
+  # The image's environment (OMERO_VERSION, PATH, ...) is kept; only the user changes.
+  export HOME="/home/$NB_USER" USER="$NB_USER" LOGNAME="$NB_USER"
+  exec setpriv --reuid="$uid" --regid="$gid" --init-groups "$0" "$@"
 fi
 
 # Any uid (docker run --user 1234:1234): a writable HOME for caches and config.
