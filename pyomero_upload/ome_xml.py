@@ -67,7 +67,9 @@ def channel_info(name: str, metadata: ExperimentMetadata | None) -> ChannelInfo:
     )
 
 
-def provenance_pairs(exp: Experiment, when: datetime | None = None) -> list[tuple[str, str]]:
+def provenance_pairs(
+    exp: Experiment, when: datetime | None = None, action: str = "Export"
+) -> list[tuple[str, str]]:
     """Who made this and from what: tool, version, citation, source, time."""
     when = when or datetime.now(timezone.utc)
     return [
@@ -75,7 +77,7 @@ def provenance_pairs(exp: Experiment, when: datetime | None = None) -> list[tupl
         ("Tool URL", TOOL_URL),
         ("Citation", CITATION),
         ("Source folder", exp.root.resolve().name),
-        ("Export time", when.isoformat(timespec="seconds")),
+        (f"{action} time", when.isoformat(timespec="seconds")),
     ]
 
 

@@ -154,6 +154,7 @@ class Connection:
 
     def __init__(self, client: Any, settings: ConnectionSettings, owns_session: bool):
         self.client = client
+        self.login_client: Any = None  # the encrypted client, when pixels go unencrypted
         self.sf = client.getSession()
         self.settings = settings
         self.owns_session = owns_session
@@ -189,9 +190,13 @@ class Connection:
                 owns = True
             if settings.group:
                 _switch_group(client, settings.group)
+            conn = cls(client, settings, owns)
             if not settings.secure:
-                client = client.createClient(secure=False) or client
-            return cls(client, settings, owns)
+                # Pixels unencrypted over a second client joined to the same session;
+                # the login itself went over the encrypted one, closed last.
+                conn.login_client, conn.client = client, client.createClient(secure=False)
+                conn.sf = conn.client.getSession()
+            return conn
         except OmeroError:
             _close_quietly(client)
             raise
@@ -203,12 +208,15 @@ class Connection:
         """End the session we created (a joined session is left open) and the client."""
         if self.client is None:
             return
+        main = self.login_client or self.client
         try:
             if self.owns_session:
-                self.client.closeSession()
+                main.closeSession()
         finally:
-            _close_quietly(self.client)
-            self.client = None
+            if self.login_client is not None:
+                _close_quietly(self.client)
+            _close_quietly(main)
+            self.client = self.login_client = None
 
     def __enter__(self) -> Connection:
         return self

@@ -106,7 +106,7 @@ class DefaultImageProcessor(ImageProcessor):
         for img in oc.existing_images(conn, dataset.id.val):
             existing.setdefault(img.name, []).append(img)
         tags = oc.ensure_tags(conn, metadata.tags) if metadata and metadata.tags else []
-        prov = provenance_pairs(exp) if options.provenance else []
+        prov = provenance_pairs(exp, action="Upload") if options.provenance else []
         lock = threading.Lock()
 
         jobs: list[tuple[str, Callable[[], None]]] = []
@@ -256,7 +256,7 @@ def annotate_dataset(conn, dataset, exp: Experiment, metadata: ExperimentMetadat
     if metadata and metadata.kvps:
         groups.append((metadata.kvps, CLIENT_MAP_NS))
     if provenance:
-        groups.append((provenance_pairs(exp), PROVENANCE_NS))
+        groups.append((provenance_pairs(exp, action="Upload"), PROVENANCE_NS))
     anns = oc.new_maps(conn, groups)
     if metadata and metadata.tags:
         anns += oc.ensure_tags(conn, metadata.tags)

@@ -451,6 +451,13 @@ class FakeClient:
     def getSession(self):  # noqa: N802
         return self.session
 
+    def createClient(self, secure=True):  # noqa: N802
+        """A second client on the same session (unencrypted when secure is False)."""
+        self.s.record("client", f"createClient(secure={secure})")
+        other = FakeClient(self.s, self.s.host, self.s.port)
+        other.session = self.session
+        return other
+
     def closeSession(self):  # noqa: N802
         self.s.record("client", "closeSession")
         self.session = None

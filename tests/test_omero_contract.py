@@ -240,6 +240,13 @@ def test_session_key(server, demo, monkeypatch):
     assert len(server.kind("ImageI")) == 3
 
 
+def test_insecure_pixels_one_login(server, demo):
+    assert upload(demo, "--insecure") == 0
+    assert server.counts["client.createClient(secure=False)"] == 1
+    assert server.logins == 1 and server.counts["client.closeSession"] == 1
+    assert server.open_clients == 0 and len(server.kind("ImageI")) == 3
+
+
 def test_dry_run_writes_nothing(server, demo, capsys):
     assert main(["upload", str(demo), "--dataset", "run1", "--host", "omero.test",
                  "--user", "alice", "--dry-run"]) == 0
