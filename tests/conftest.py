@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA", ROOT.parent / "shared" / "data" / "demo"))
-PLANE_RE = re.compile(r"^(?P<prefix>.+)_(?P<T>\d+)_(?P<C>[^_]+)_(?P<Z>\d+)\.png$")
+from helpers import DEMO, demo_planes, read_png
 
 
 @pytest.fixture(scope="session")
@@ -23,20 +19,6 @@ def demo() -> Path:
     if not (DEMO / "pos001").is_dir():
         pytest.skip(f"real demo data not found at {DEMO} (set PYOMERO_DEMO_DATA)")
     return DEMO
-
-
-def read_png(path: Path) -> np.ndarray:
-    return imagecodecs.png_decode(path.read_bytes())
-
-
-def demo_planes(demo: Path, position: str = "pos001") -> list[tuple[int, str, int, Path]]:
-    """(T, C, Z, path) of every plane of one real position."""
-    out = []
-    for f in sorted((demo / position).iterdir()):
-        m = PLANE_RE.match(f.name)
-        if m:
-            out.append((int(m["T"]), m["C"], int(m["Z"]), f))
-    return out
 
 
 @pytest.fixture
@@ -79,14 +61,3 @@ def build_layout(demo: Path, tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
-
-
-def ome_files(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.ome.tiff")) if folder.exists() else []
-
-
-def leftovers(folder: Path) -> list[Path]:
-    """Anything a failed run may have left: partial files, level caches."""
-    if not folder.exists():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".part")

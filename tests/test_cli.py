@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import leftovers, ome_files, read_png
+from helpers import leftovers, ome_files, read_png
 from pyomero_upload.cli import main
 
 

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 from ome_types import from_xml
 
-from conftest import demo_planes, leftovers, ome_files, read_png
+from helpers import demo_planes, leftovers, ome_files, read_png
 from pyomero_upload.errors import InputError
 from pyomero_upload.layout import discover
 from pyomero_upload.ometiff import downsample, export_ome_tiff, pyramid_shapes

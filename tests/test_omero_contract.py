@@ -15,9 +15,9 @@ omero = pytest.importorskip("omero", reason="omero-py not installed (make instal
 Ice = pytest.importorskip("Ice")
 
 from omero.rtypes import unwrap  # noqa: E402
-from omero_fake import FailAt, FakeServer, client_factory  # noqa: E402
 
-from conftest import demo_planes, read_png  # noqa: E402
+from helpers import demo_planes, read_png  # noqa: E402
+from omero_fake import FailAt, FakeServer, client_factory  # noqa: E402
 from pyomero_upload import omero_client as oc  # noqa: E402
 from pyomero_upload.cli import main  # noqa: E402
 from pyomero_upload.upload_cli import main as legacy_main  # noqa: E402

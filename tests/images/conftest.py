@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from dockerutil import OWNER, Containers, docker
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from dockerutil import by_image, docker
 
 ENTRY = ("--entrypoint", "/usr/local/bin/entrypoint.sh")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from dockerutil import docker
+from helpers import DEMO
 
 IMAGE = pytest.mark.parametrize("image", ["omero_ide"], indirect=True)
-DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA",
-                           Path(__file__).resolve().parents[3] / "shared" / "data" / "demo"))
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 

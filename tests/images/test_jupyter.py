@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dockerutil import by_image, docker
 
 TOKEN = "pyomero-test-token-3f1c"

@@ -5,18 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
 import pytest
 import tifffile
+
 from dockerutil import by_image, docker
-
-DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA",
-                           Path(__file__).resolve().parents[3] / "shared" / "data" / "demo"))
-
-
-def read_png(path: Path) -> np.ndarray:
-    return imagecodecs.png_decode(path.read_bytes())
+from helpers import DEMO, read_png
 
 IMAGE = pytest.mark.parametrize("image", ["omero_uploader"], indirect=True)
 

@@ -39,7 +39,7 @@ if not PASSWORD:
 
 omero = pytest.importorskip("omero")
 
-from conftest import demo_planes, read_png  # noqa: E402
+from helpers import demo_planes, read_png  # noqa: E402
 from pyomero_upload import omero_client as oc  # noqa: E402
 from pyomero_upload.cli import main  # noqa: E402
 

@@ -1,0 +1,39 @@
+"""Helpers shared by the tests (imported as ``helpers``; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA", ROOT.parent / "shared" / "data" / "demo"))
+PLANE_RE = re.compile(r"^(?P<prefix>.+)_(?P<T>\d+)_(?P<C>[^_]+)_(?P<Z>\d+)\.png$")
+
+
+def read_png(path: Path) -> np.ndarray:
+    return imagecodecs.png_decode(path.read_bytes())
+
+
+def demo_planes(demo: Path, position: str = "pos001") -> list[tuple[int, str, int, Path]]:
+    """(T, C, Z, path) of every plane of one real position."""
+    out = []
+    for f in sorted((demo / position).iterdir()):
+        m = PLANE_RE.match(f.name)
+        if m:
+            out.append((int(m["T"]), m["C"], int(m["Z"]), f))
+    return out
+
+
+def ome_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.ome.tiff")) if folder.exists() else []
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Anything a failed run may have left: partial files, level caches."""
+    if not folder.exists():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".part")
