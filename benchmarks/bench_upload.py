@@ -48,7 +48,6 @@ def measure(fn) -> tuple[float, float]:
 
 def run_ours(data: Path, workers: int):
     from omero_fake import FakeServer, client_factory
-
     from pyomero_upload import omero_client as oc
     from pyomero_upload.layout import discover
     from pyomero_upload.upload import UploadOptions, upload_experiment
@@ -68,9 +67,9 @@ def run_ours(data: Path, workers: int):
 def run_original(data: Path):
     """PyOmeroUpload's way: per plane, read with PIL, swap bytes, one setPlane."""
     import numpy as np
-    from omero_fake import FakeServer, client_factory
     from PIL import Image
 
+    from omero_fake import FakeServer, client_factory
     from pyomero_upload import omero_client as oc
     from pyomero_upload.layout import discover
 
