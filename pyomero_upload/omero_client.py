@@ -590,7 +590,8 @@ class PixelWriter:
         self.size_z, self.size_c, self.size_t = size_z, size_c, size_t
         self.calls = 0
         self.unit: str | None = None
-        self._buffer: list[bytes] = []
+        self._buffer: np.ndarray | None = None  # one unit of planes, big-endian
+        self._fill = 0
         self._index = 0
         self.minmax = [[np.inf, -np.inf] for _ in range(size_c)]
 
@@ -599,6 +600,9 @@ class PixelWriter:
         if self.unit is None:
             y, x = plane.shape
             self.unit = pixel_unit(x, y, self.size_z, self.size_c, plane.itemsize)
+            planes = {"timepoint": self.size_z * self.size_c, "stack": self.size_z}
+            self._buffer = np.empty((planes.get(self.unit, 1), y, x),
+                                    plane.dtype.newbyteorder(">"))
         z = self._index % self.size_z
         c = (self._index // self.size_z) % self.size_c
         t = self._index // (self.size_z * self.size_c)
@@ -607,20 +611,23 @@ class PixelWriter:
             mm = self.minmax[c]
             mm[0] = min(mm[0], float(plane.min()))
             mm[1] = max(mm[1], float(plane.max()))
-        data = plane.astype(plane.dtype.newbyteorder(">"), copy=False).tobytes()
         if self.unit == "tile":
             self._send_tiles(plane, z, c, t)
             return
-        self._buffer.append(data)
+        assert self._buffer is not None
+        self._buffer[self._fill] = plane  # byte order converted in the same pass
+        self._fill += 1
         if self.unit == "plane":
-            self._call(self.store.setPlane, b"".join(self._buffer), z, c, t)
+            self._call(self.store.setPlane, z, c, t)
         elif self.unit == "stack" and z == self.size_z - 1:
-            self._call(self.store.setStack, b"".join(self._buffer), c, t)
+            self._call(self.store.setStack, c, t)
         elif self.unit == "timepoint" and z == self.size_z - 1 and c == self.size_c - 1:
-            self._call(self.store.setTimepoint, b"".join(self._buffer), t)
+            self._call(self.store.setTimepoint, t)
 
-    def _call(self, method, data: bytes, *where: int) -> None:
-        self._buffer = []
+    def _call(self, method, *where: int) -> None:
+        assert self._buffer is not None and self._fill == len(self._buffer)
+        data = self._buffer.tobytes()
+        self._fill = 0
         retry(lambda: method(data, *where), "sending pixels")
         self.calls += 1
 

@@ -109,7 +109,7 @@ class DefaultImageProcessor(ImageProcessor):
         prov = provenance_pairs(exp, action="Upload") if options.provenance else []
         lock = threading.Lock()
 
-        jobs: list[tuple[str, Callable[[], None]]] = []
+        jobs: list[tuple[Position, Path | None, str]] = []
         units = (
             [(p.name, p, None) for p in exp.positions]
             if options.hypercube
@@ -127,19 +127,24 @@ class DefaultImageProcessor(ImageProcessor):
                 continue
             if old:
                 oc.delete_images(conn, [o.id for o in old])
-            if single is None:
-                jobs.append((name, lambda pos=pos, fp=fp: self._position(
-                    conn, exp, pos, metadata, dataset, tags, prov, fp, workers, result,
-                    lock, on_plane)))
-            else:
-                jobs.append((name, lambda pos=pos, f=single, fp=fp: self._single(
-                    conn, exp, pos, f, metadata, dataset, tags, prov, fp, result, lock,
-                    on_plane)))
+            jobs.append((pos, single, fp))
         if options.dry_run or not jobs:
             return
+        # Positions in parallel hide the server's latency; the cores are shared
+        # among their decoders rather than oversubscribed.
         parallel = max(1, min(workers, len(jobs)))
+        decoders = max(1, workers // parallel)
+
+        def run(pos, single, fp) -> None:
+            if single is None:
+                self._position(conn, exp, pos, metadata, dataset, tags, prov, fp, decoders,
+                               result, lock, on_plane)
+            else:
+                self._single(conn, exp, pos, single, metadata, dataset, tags, prov, fp, result,
+                             lock, on_plane)
+
         with ThreadPoolExecutor(parallel, thread_name_prefix="upload") as pool:
-            futures = [pool.submit(job) for _, job in jobs]
+            futures = [pool.submit(run, *job) for job in jobs]
             try:
                 for fut in futures:
                     fut.result()
