@@ -186,3 +186,23 @@ def test_bad_output_inside_input(build_layout, capsys):
     before = snapshot(root)
     _bad(root, root / "out", capsys, "inside the input folder")
     assert snapshot(root) == before
+
+
+def test_works_where_omero_is_absent(demo, tmp_path):
+    """Only omero_client imports omero: everything else runs without it, and the
+    OMERO commands say what to install."""
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('omero', 'Ice', 'Glacier2', 'IcePy'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+from pyomero_upload.cli import main
+assert main(['-q', 'export', {str(demo)!r}, '-o', {str(tmp_path)!r}]) == 0
+sys.exit(main(['upload', {str(demo)!r}, '--host', 'h', '--user', 'u']))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 8, r.stderr
+    assert "make ice-wheel" in r.stderr and "Traceback" not in r.stderr
+    assert len(ome_files(tmp_path)) == 3
