@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -153,6 +154,17 @@ def _kvps(path: Path, value: Any) -> list[tuple[str, str]]:
     return pairs
 
 
+def _named_entries(path: Path, data: dict, key: str, cls: type) -> Iterator[tuple[str, dict]]:
+    """Each mapping in ``acquisition.<key>``: only ``cls``'s fields, a name required."""
+    allowed = {f.name for f in fields(cls)}
+    for i, item in enumerate(data.get(key) or []):
+        where = f"acquisition.{key}[{i}]"
+        item = _check_keys(path, where, item, allowed)
+        if "name" not in item:
+            raise InputError(path, f"{where}: name is required")
+        yield where, item
+
+
 def _acquisition(path: Path, data: Any) -> Acquisition:
     allowed = set(_ACQ_SCALARS) | {"started", "channels", "positions"}
     data = _check_keys(path, "acquisition", data, allowed)
@@ -169,12 +181,7 @@ def _acquisition(path: Path, data: Any) -> Acquisition:
     if started is not None and not isinstance(started, datetime):
         raise InputError(path, f"acquisition.started: not a date and time: {started!r}")
     acq.started = started
-    channel_keys = {f.name for f in fields(ChannelInfo)}
-    for i, ch in enumerate(data.get("channels") or []):
-        ch = _check_keys(path, f"acquisition.channels[{i}]", ch, channel_keys)
-        if "name" not in ch:
-            raise InputError(path, f"acquisition.channels[{i}]: name is required")
-        where = f"acquisition.channels[{i}]"
+    for where, ch in _named_entries(path, data, "channels", ChannelInfo):
         acq.channels.append(
             ChannelInfo(
                 str(ch["name"]),
@@ -184,12 +191,7 @@ def _acquisition(path: Path, data: Any) -> Acquisition:
                 _color(path, ch["color"]) if ch.get("color") is not None else None,
             )
         )
-    position_keys = {f.name for f in fields(StagePosition)}
-    for i, p in enumerate(data.get("positions") or []):
-        p = _check_keys(path, f"acquisition.positions[{i}]", p, position_keys)
-        if "name" not in p:
-            raise InputError(path, f"acquisition.positions[{i}]: name is required")
-        where = f"acquisition.positions[{i}]"
+    for where, p in _named_entries(path, data, "positions", StagePosition):
         acq.positions[str(p["name"])] = StagePosition(
             str(p["name"]),
             _typed(path, f"{where}.x_um", p.get("x_um"), float),
