@@ -7,6 +7,7 @@ concepts (channel colours, plane timing, annotations) lives here once.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -33,6 +34,13 @@ OME_PIXEL_TYPES = {"float32": "float", "float64": "double"}
 
 #: Namespace of the map annotation holding the source fingerprint.
 SOURCE_NS = "pyomero-upload/source"
+
+
+def fingerprint_settings(metadata: ExperimentMetadata | None, *options: object) -> str:
+    """What besides the planes decides an output's content: the metadata and the
+    writer's options; part of :func:`source_fingerprint`."""
+    return json.dumps([metadata.to_dict() if metadata else None, *options],
+                      sort_keys=True, default=str)
 
 
 def source_fingerprint(exp: Experiment, position: Position, settings: str = "") -> str:
@@ -95,20 +103,6 @@ def _plane_exposure_ms(
     return ch.exposure_ms if ch else None
 
 
-def _log_delta_t(
-    metadata: ExperimentMetadata | None, position: str, t_index: int, channel: str
-) -> float | None:
-    """Seconds from the experiment start to this timepoint and channel in the
-    machine log (the k-th T value is the log's 'Time point_k')."""
-    if metadata is None:
-        return None
-    offsets = metadata.acquisition.plane_offsets_s.get(position, {})
-    for (timepoint, name), seconds in offsets.items():
-        if timepoint == t_index + 1 and name.lower() == channel.lower():
-            return seconds
-    return None
-
-
 def _png_delta_t(exp: Experiment, position: Position) -> dict[tuple[int, int], float]:
     """{(t_index, c_index): seconds} from the PNG ``tIME`` chunk of each stack's
     first plane, counted from the first plane of the first position: tIME is
@@ -144,11 +138,18 @@ def plane_records(
             if value is not None:
                 where[f"position_{axis}"] = value
                 where[f"position_{axis}_unit"] = "µm"
+    # Machine-log times by (timepoint number, channel): the k-th T value is the
+    # log's 'Time point_k'.
+    log_times = {
+        (timepoint, name.lower()): seconds
+        for (timepoint, name), seconds in (acq.plane_offsets_s.get(position.name, {})
+                                           if acq else {}).items()
+    }
     records = []
     png_times: dict[tuple[int, int], float] | None = None
     for t_index in range(exp.size_t):
         for c_index, c in enumerate(exp.channels):
-            dt = _log_delta_t(metadata, position.name, t_index, c)
+            dt = log_times.get((t_index + 1, c.lower()))
             if dt is None:  # not in the log: the PNG's own timestamp, read once
                 if png_times is None:
                     png_times = _png_delta_t(exp, position)
@@ -318,8 +319,3 @@ def build_ome(
         instruments=instruments,
         structured_annotations=annotations,
     )
-
-
-def ome_to_xml(doc: ome.OME) -> str:
-    """Serialise to OME-XML text (UTF-8, with the XML declaration)."""
-    return to_xml(doc)

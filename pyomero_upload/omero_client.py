@@ -45,7 +45,7 @@ try:
         TimeI,
     )
     from omero.model.enums import UnitsLength, UnitsTime
-    from omero.rtypes import rdouble, rint, rlong, rstring, rtime, unwrap
+    from omero.rtypes import rint, rstring, rtime, unwrap
 except ImportError as _exc:  # pragma: no cover - exercised where omero-py is absent
     OMERO_IMPORT_ERROR: ImportError | None = _exc
 else:
@@ -438,7 +438,7 @@ def link_annotations(conn: Connection, target, annotations: Sequence) -> None:
     """Link saved annotations to a dataset or image in one call."""
     links = []
     for ann in annotations:
-        if isinstance(target, DatasetI) or target.__class__.__name__.startswith("Dataset"):
+        if isinstance(target, DatasetI):
             link = DatasetAnnotationLinkI()
             link.setParent(DatasetI(target.id.val, False))
         else:
@@ -786,5 +786,5 @@ def dataset_summary(conn: Connection, dataset_id: int) -> dict[str, Any]:
 
 __all__ = [
     "Connection", "ConnectionSettings", "OmeroError", "PixelWriter", "ChannelFacts",
-    "PlaneFacts", "rdouble", "rlong",
+    "PlaneFacts",
 ]

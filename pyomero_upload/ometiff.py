@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import re
 import tempfile
@@ -27,7 +26,13 @@ from . import TOOL_NAME, __version__
 from .errors import InputError
 from .layout import Experiment, Position
 from .model import ExperimentMetadata
-from .ome_xml import SOURCE_NS, position_xml, provenance_pairs, source_fingerprint
+from .ome_xml import (
+    SOURCE_NS,
+    fingerprint_settings,
+    position_xml,
+    provenance_pairs,
+    source_fingerprint,
+)
 from .parallel import default_workers, ordered_map, prefetch_window
 
 COMPRESSIONS = ("none", "zlib", "zstd")
@@ -326,11 +331,7 @@ def export_ome_tiff(
 
     todo: list[tuple[Position, Path]] = []
     # What else decides the file's content, besides the source planes.
-    settings = json.dumps(
-        [metadata.to_dict() if metadata else None, compression, pyramid, provenance],
-        sort_keys=True,
-        default=str,
-    )
+    settings = fingerprint_settings(metadata, compression, pyramid, provenance)
     for pos in exp.positions:
         target = out_dir / f"{pos.name}{OME_SUFFIX}"
         if target.exists():

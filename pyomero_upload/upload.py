@@ -6,7 +6,6 @@ through :mod:`pyomero_upload.omero_client`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tempfile
 import threading
@@ -22,7 +21,13 @@ from typing import Any
 from . import omero_client as oc
 from .layout import Experiment, Position
 from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
-from .ome_xml import channel_info, plane_records, provenance_pairs, source_fingerprint
+from .ome_xml import (
+    channel_info,
+    fingerprint_settings,
+    plane_records,
+    provenance_pairs,
+    source_fingerprint,
+)
 from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
 
@@ -67,13 +72,6 @@ class UploadResult:
         return line
 
 
-def upload_settings(metadata: ExperimentMetadata | None, provenance: bool, hypercube: bool) -> str:
-    """What besides the planes decides an uploaded image (part of its fingerprint)."""
-    return json.dumps(
-        [metadata.to_dict() if metadata else None, provenance, hypercube, "omero-1"],
-        sort_keys=True, default=str,
-    )
-
 
 class ImageProcessor(ABC):
     """Builds and uploads the images of an experiment into a dataset.
@@ -101,7 +99,8 @@ class DefaultImageProcessor(ImageProcessor):
 
     def process(self, conn, exp, metadata, dataset, options, result, on_plane=None) -> None:
         workers = options.workers or default_workers()
-        settings = upload_settings(metadata, options.provenance, options.hypercube)
+        settings = fingerprint_settings(metadata, options.provenance, options.hypercube,
+                                        "omero-1")
         existing = {}
         for img in oc.existing_images(conn, dataset.id.val):
             existing.setdefault(img.name, []).append(img)
