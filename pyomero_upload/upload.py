@@ -108,15 +108,17 @@ class DefaultImageProcessor(ImageProcessor):
         prov = provenance_pairs(exp, action="Upload") if options.provenance else []
         lock = threading.Lock()
 
-        jobs: list[tuple[Position, Path | None, str]] = []
+        # (image name, position, plane file and its channel in non-hypercube mode)
+        jobs: list[tuple[Position, tuple[Path, str] | None, str]] = []
         units = (
             [(p.name, p, None) for p in exp.positions]
             if options.hypercube
-            else [(f.name, p, f) for p in exp.positions for f in exp.plane_paths(p) if f]
+            else [(f.name, p, (f, key[1])) for p in exp.positions
+                  for key, f in zip(exp.plane_keys(), exp.plane_paths(p), strict=True) if f]
         )
         for name, pos, single in units:
             fp = (source_fingerprint(exp, pos, settings) if single is None
-                  else _file_fingerprint(single, settings))
+                  else _file_fingerprint(single[0], settings))
             old = existing.get(name, [])
             if any(o.complete and o.fingerprint == fp for o in old):
                 result.skipped.append(name)
@@ -139,7 +141,7 @@ class DefaultImageProcessor(ImageProcessor):
                 self._position(conn, exp, pos, metadata, dataset, tags, prov, fp, decoders,
                                result, lock, on_plane)
             else:
-                self._single(conn, exp, pos, single, metadata, dataset, tags, prov, fp, result,
+                self._single(conn, exp, *single, metadata, dataset, tags, prov, fp, result,
                              lock, on_plane)
 
         with ThreadPoolExecutor(parallel, thread_name_prefix="upload") as pool:
@@ -183,8 +185,8 @@ class DefaultImageProcessor(ImageProcessor):
             result.pixel_calls += writer.calls
 
     # one plane file as its own image (the original's non-hypercube mode) -----
-    def _single(self, conn, exp, pos, path: Path, metadata, dataset, tags, prov, fp, result,
-                lock, on_plane) -> None:
+    def _single(self, conn, exp, path: Path, channel: str, metadata, dataset, tags, prov, fp,
+                result, lock, on_plane) -> None:
         plane = read_plane(path)
         y, x = plane.shape
         image, pixels, source = oc.create_image(conn, dataset, path.name, (x, y, 1, 1, 1),
@@ -198,7 +200,6 @@ class DefaultImageProcessor(ImageProcessor):
             raise
         if on_plane:
             on_plane(plane.nbytes)
-        channel = next(c for (t, c, z), f in pos.files.items() if f == path)
         self._annotate(conn, exp, None, image, pixels, metadata, tags, prov, fp, source,
                        writer.minmax, [channel])
         with lock:
