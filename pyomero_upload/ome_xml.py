@@ -185,8 +185,8 @@ def position_xml(
     metadata: ExperimentMetadata | None = None,
     provenance: Sequence[tuple[str, str]] | None = None,
     settings: str = "",
-) -> str:
-    """OME-XML text of one position, as :func:`build_ome` describes it.
+) -> bytes:
+    """OME-XML of one position, UTF-8 encoded, as :func:`build_ome` describes it.
 
     ome-types serialises a few hundred Plane elements slowly (tens of ms per
     position, which is several percent of an export), so the document is
@@ -205,10 +205,10 @@ def position_xml(
     head, sep, tail = xml.partition("</Pixels>")
     if not sep:
         raise RuntimeError("serialised OME-XML has no </Pixels>")
-    # TIFF's ImageDescription is ASCII: non-ASCII text (µm, names, a
-    # Latin-1 log) becomes character references, which every XML reader decodes.
-    text = head + planes + sep + tail
-    return text.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    # UTF-8, as the OME-TIFF specification and Bio-Formats' own writer have
+    # it: Bio-Formats does not decode character references in attribute
+    # values, so "&#181;m" would be an unknown unit and the file not OME-TIFF.
+    return (head + planes + sep + tail).encode("utf-8")
 
 
 def build_ome(

@@ -181,7 +181,7 @@ def write_position(
     position: Position,
     planes: Iterator[np.ndarray],
     target: Path,
-    xml: str,
+    xml: bytes,
     *,
     compression: str = "none",
     pyramid: bool | None = None,
