@@ -218,6 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             workers=args.workers,
             compression=args.compression,
             pyramid=args.pyramid,
+            bigtiff=args.bigtiff,
             overwrite=args.overwrite,
             on_plane=bar.update,
         )
@@ -387,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="write pyramid sub-resolutions (default: only for planes beyond 4096 pixels)",
+    )
+    p.add_argument(
+        "--bigtiff",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write BigTIFF (default: only where a file may pass 2 GB)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace outputs made from other data")
     p.add_argument("--no-provenance", action="store_true", help="omit the provenance annotation")

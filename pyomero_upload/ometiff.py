@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import re
 import tempfile
@@ -42,6 +43,16 @@ PYRAMID_THRESHOLD = 4096
 PYRAMID_MIN_SIZE = 256
 TILE = 256
 OME_SUFFIX = ".ome.tiff"
+#: Held (flock) while an export writes into a dataset folder; removed after.
+LOCK_NAME = ".pyomero-upload.lock"
+#: The temporary names this module makes in a dataset folder (mkstemp/mkdtemp
+#: put 8 characters of [a-z0-9_] where the X are); nothing else is ever removed.
+_OUR_TEMPS = re.compile(
+    r"^\.(?:.+\.ome\.tiff\.[a-z0-9_]{8}\.part|level\.[a-z0-9_]{8}\.npy"
+    r"|metadata(?:-old)?\.[a-z0-9_]{8}|write-test\.[a-z0-9_]{8})$"
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -171,6 +182,91 @@ def _remove_empty(folders: list[Path]) -> None:
             p.rmdir()
 
 
+class FolderLock:
+    """An exclusive lock on a dataset folder, so two exports never write into it at once.
+
+    POSIX ``flock`` (``msvcrt.locking`` on Windows) on a hidden file that is
+    removed on release.  After locking, the file is checked to be the one
+    still at the path: a run that released and removed it meanwhile would
+    otherwise leave us holding a lock on a deleted file.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            try:
+                _lock_fd(fd)
+            except OSError:
+                os.close(fd)
+                raise InputError(
+                    self.path.parent, "another export is writing into this folder; "
+                    f"wait for it to finish (or remove {LOCK_NAME} if none is running)"
+                ) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return self
+            os.close(fd)
+        raise InputError(self.path.parent, "cannot lock the folder (it keeps changing)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
+def _lock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir() and not path.is_symlink():
+        return sum(f.lstat().st_size for f in path.rglob("*") if not f.is_dir())
+    return path.lstat().st_size
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Remove what an export killed hard (SIGKILL, power loss) left in ``out_dir``.
+
+    Call with the folder's :class:`FolderLock` held: then no other export is
+    writing, and every file with one of our temporary names is an orphan.
+    Returns what was removed; one log line names it with the space reclaimed.
+    """
+    import shutil
+
+    stale = sorted(p for p in out_dir.iterdir() if _OUR_TEMPS.match(p.name))
+    if not stale:
+        return []
+    nbytes = 0
+    for p in stale:
+        nbytes += _size(p)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    log.warning(
+        "removed %d temporary file(s) an interrupted export left in %s, %.1f MB reclaimed: %s",
+        len(stale), out_dir, nbytes / 1e6, ", ".join(p.name for p in stale),
+    )
+    return stale
+
+
 def _decode(job: tuple[Position, Path | None]) -> np.ndarray:
     position, path = job
     return position.read_plane(path)
@@ -185,10 +281,14 @@ def write_position(
     *,
     compression: str = "none",
     pyramid: bool | None = None,
+    bigtiff: bool | None = None,
     workers: int = 1,
     on_plane: Callable[[int], None] | None = None,
 ) -> None:
-    """Write one position's planes (XYZCT order) to ``target``, atomically."""
+    """Write one position's planes (XYZCT order) to ``target``, atomically.
+
+    ``bigtiff`` None means automatic: BigTIFF where the file may pass 2 GB.
+    """
     assert position.shape is not None and position.dtype is not None
     n = exp.planes_per_position
     y, x = position.shape
@@ -239,7 +339,8 @@ def write_position(
                 raise RuntimeError(f"{position.name}: got {count} planes, expected {n}")
 
         data = full_resolution()
-        bigtiff = exp.position_nbytes(position) * 4 // 3 > 2**31
+        if bigtiff is None:
+            bigtiff = exp.position_nbytes(position) * 4 // 3 > 2**31
         with tifffile.TiffWriter(tmp, bigtiff=bigtiff, byteorder="<", ome=False) as tw:
             tw.write(
                 _tiles(data) if levels else data,
@@ -310,6 +411,7 @@ def export_ome_tiff(
     workers: int | None = None,
     compression: str = "none",
     pyramid: bool | None = None,
+    bigtiff: bool | None = None,
     overwrite: bool = False,
     on_plane: Callable[[int], None] | None = None,
 ) -> ExportResult:
@@ -317,7 +419,9 @@ def export_ome_tiff(
 
     A file that already exists is skipped when it was written from the same
     source planes (same fingerprint), replaced when ``overwrite``, and
-    otherwise an error before anything is written.
+    otherwise an error before anything is written.  The dataset folder is
+    locked while the export runs; temporary files that an earlier, killed
+    export left there are removed first.
     """
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
@@ -328,10 +432,41 @@ def export_ome_tiff(
     dataset = dataset or exp.root.resolve().name
     out_dir, created = prepare_out_dir(exp, Path(out), dataset)
     result = ExportResult(out_dir)
+    # What else decides the file's content, besides the source planes (a
+    # forced BigTIFF only: automatic choices follow from the planes).
+    options = (compression, pyramid, provenance) + (() if bigtiff is None else (bigtiff,))
+    settings = fingerprint_settings(metadata, *options)
+    try:
+        with FolderLock(out_dir):
+            remove_stale_temporaries(out_dir)
+            _export_locked(exp, result, settings, metadata=metadata, provenance=provenance,
+                           workers=workers, compression=compression, pyramid=pyramid,
+                           bigtiff=bigtiff, overwrite=overwrite, on_plane=on_plane)
+    except BaseException:
+        if not result.files and not result.skipped:
+            _remove_empty(created)
+        raise
+    result.seconds = time.perf_counter() - start
+    return result
 
+
+def _export_locked(
+    exp: Experiment,
+    result: ExportResult,
+    settings: str,
+    *,
+    metadata: ExperimentMetadata | None,
+    provenance: bool,
+    workers: int,
+    compression: str,
+    pyramid: bool | None,
+    bigtiff: bool | None,
+    overwrite: bool,
+    on_plane: Callable[[int], None] | None,
+) -> None:
+    """The body of :func:`export_ome_tiff`, run with the dataset folder locked."""
+    out_dir = result.out_dir
     todo: list[tuple[Position, Path]] = []
-    # What else decides the file's content, besides the source planes.
-    settings = fingerprint_settings(metadata, compression, pyramid, provenance)
     for pos in exp.positions:
         target = out_dir / f"{pos.name}{OME_SUFFIX}"
         if target.exists():
@@ -339,7 +474,6 @@ def export_ome_tiff(
                 result.skipped.append(target)
                 continue
             if not overwrite:
-                _remove_empty(created)
                 raise InputError(
                     target,
                     "exists and was written from other source planes or settings; "
@@ -358,18 +492,13 @@ def export_ome_tiff(
             xml = position_xml(exp, pos, metadata, prov, settings)
             planes = itertools.islice(stream, exp.planes_per_position)
             write_position(
-                exp, pos, planes, target, xml,
-                compression=compression, pyramid=pyramid, workers=workers, on_plane=on_plane,
+                exp, pos, planes, target, xml, compression=compression, pyramid=pyramid,
+                bigtiff=bigtiff, workers=workers, on_plane=on_plane,
             )
             result.files.append(target)
             result.planes += exp.planes_per_position
             result.nbytes += exp.position_nbytes(pos)
         if metadata is not None and (metadata.tables or metadata.attachments):
             result.metadata_dir = write_metadata_folder(metadata, out_dir)
-    except BaseException:
+    finally:
         stream.close()
-        if not result.files and not result.skipped:
-            _remove_empty(created)
-        raise
-    result.seconds = time.perf_counter() - start
-    return result

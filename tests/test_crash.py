@@ -1,0 +1,86 @@
+"""An export killed hard (SIGKILL, power loss) leaves temporaries; the next run removes them.
+
+Only names that our writer makes are removed, under a lock that keeps two
+exports out of one dataset folder.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from pyomero_upload.cli import main
+from pyomero_upload.errors import InputError
+from pyomero_upload.layout import discover
+from pyomero_upload.ometiff import LOCK_NAME, FolderLock, export_ome_tiff
+
+KILLER = """
+import os, signal, sys
+from pyomero_upload.layout import discover
+from pyomero_upload.metadata import load_metadata
+from pyomero_upload.ometiff import export_ome_tiff
+
+seen = 0
+def on_plane(nbytes):
+    global seen
+    seen += 1
+    if seen == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+meta = load_metadata(sys.argv[1])  # as the command line does
+exp = discover(sys.argv[1], channel_order=meta.channel_order())
+export_ome_tiff(exp, sys.argv[2], "ds", metadata=meta, workers=2, on_plane=on_plane)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_rerun_after_sigkill_leaves_exactly_the_finished_files(demo, tmp_path, capsys):
+    out = tmp_path / "out"
+    # Killed in the middle of the second position's file (45 planes each).
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(demo), str(out), "60"])
+    assert proc.returncode == -signal.SIGKILL
+    ds = out / "ds"
+    names = {p.name for p in ds.iterdir()}
+    assert "pos001.ome.tiff" in names and "pos002.ome.tiff" not in names
+    orphans = [n for n in names if n.startswith(".pos002.ome.tiff.") and n.endswith(".part")]
+    assert len(orphans) == 1 and (ds / orphans[0]).stat().st_size > 1_000_000
+    # Things that are not ours, including look-alikes, must survive the clean-up.
+    keep = ["notes.txt", ".hidden", ".pos001.ome.tiff.mine.part", ".level.user-file.npy"]
+    for name in keep:
+        (ds / name).write_text("the user's")
+
+    capsys.readouterr()
+    assert main(["export", str(demo), "-o", str(out), "--dataset", "ds"]) == 0
+    after = sorted(p.name for p in ds.iterdir())
+    assert after == sorted(
+        ["pos001.ome.tiff", "pos002.ome.tiff", "pos003.ome.tiff", "metadata", *keep]
+    )
+    assert all((ds / n).read_text() == "the user's" for n in keep)
+    removal = [line for line in capsys.readouterr().err.splitlines() if "interrupted" in line]
+    assert len(removal) == 1 and orphans[0] in removal[0] and "MB reclaimed" in removal[0]
+
+
+def test_second_export_into_a_locked_folder_is_refused(demo, tmp_path):
+    exp = discover(demo)
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    with FolderLock(ds):
+        with pytest.raises(InputError, match="another export is writing"):
+            export_ome_tiff(exp, tmp_path, "ds", workers=1)
+        assert (ds / LOCK_NAME).exists()
+    assert not (ds / LOCK_NAME).exists()
+    assert list(ds.iterdir()) == []  # the refused export wrote nothing
+
+
+def test_lock_is_released_after_an_error(demo, tmp_path):
+    exp = discover(demo)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "pos001.ome.tiff").write_bytes(b"not ours")
+    with pytest.raises(InputError, match="--overwrite"):
+        export_ome_tiff(exp, tmp_path, "ds", workers=1)
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["pos001.ome.tiff"]
+    with FolderLock(tmp_path / "ds"):  # free again
+        pass
