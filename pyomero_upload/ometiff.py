@@ -45,10 +45,11 @@ TILE = 256
 OME_SUFFIX = ".ome.tiff"
 #: Held (flock) while an export writes into a dataset folder; removed after.
 LOCK_NAME = ".pyomero-upload.lock"
-#: The temporary names this module makes in a dataset folder (mkstemp/mkdtemp
-#: put 8 characters of [a-z0-9_] where the X are); nothing else is ever removed.
+#: The temporary names our writers make in a dataset folder (mkstemp/mkdtemp
+#: put 8 characters of [a-z0-9_] where the X are): ".<pos>.ome.tiff.XXXXXXXX.part"
+#: files, ".<pos>.ome.zarr.XXXXXXXX.part" folders, ...; nothing else is ever removed.
 _OUR_TEMPS = re.compile(
-    r"^\.(?:.+\.ome\.tiff\.[a-z0-9_]{8}\.part|level\.[a-z0-9_]{8}\.npy"
+    r"^\.(?:.+\.ome\.(?:tiff|zarr)\.[a-z0-9_]{8}\.part|level\.[a-z0-9_]{8}\.npy"
     r"|metadata(?:-old)?\.[a-z0-9_]{8}|write-test\.[a-z0-9_]{8})$"
 )
 
