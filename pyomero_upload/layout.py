@@ -15,14 +15,16 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .planes import PlaneInfo, probe_plane, read_plane
+
+if TYPE_CHECKING:  # numpy and the decoders load on first use: `--help` needs neither
+    import numpy as np
+
+    from .planes import PlaneInfo
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,11 @@ class Position:
         a plane filled by --allow-missing); its size and type must match."""
         assert self.shape is not None and self.dtype is not None, "probe the position first"
         if path is None:
+            import numpy as np
+
             return np.zeros(self.shape, self.dtype)
+        from .planes import read_plane
+
         plane = read_plane(path)
         if plane.shape != self.shape or plane.dtype != self.dtype:
             raise InputError(
@@ -324,6 +330,10 @@ def probe_positions(exp: Experiment, workers: int | None = None) -> None:
     position.
     """
     jobs = [(p, key, f) for p in exp.positions for key, f in sorted(p.files.items())]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .planes import probe_plane
+
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         infos: Iterable[PlaneInfo] = pool.map(lambda job: probe_plane(job[2]), jobs)
         first: dict[str, tuple[Path, PlaneInfo]] = {}

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # tables are built by the parsers; the model itself needs no pandas
+    import pandas as pd
 
 #: OMERO's namespace for key-value pairs that OMERO.web shows as editable.
 CLIENT_MAP_NS = "openmicroscopy.org/omero/client/mapAnnotation"
