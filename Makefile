@@ -27,7 +27,7 @@ EXTRA_CA_CERT ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 DOCKER_BUILD_ARGS ?=
 DOCKER_BUILD := docker/scripts/docker-build.sh
 
-.PHONY: help install ice-wheel install-omero demo test lint bench clean root-image build-all test-images test-omero test-all
+.PHONY: help install ice-wheel install-omero bioformats demo test lint bench clean root-image build-all test-images test-omero test-all
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/%.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,7 +53,10 @@ demo: install ## Make a synthetic experiment, show its plan and export it as OME
 	$(BIN)/pyomero-upload export $(DEMO_DIR) -o $(DEMO_OUT)
 	@ls -l $(DEMO_OUT)/*/
 
-test: install ## Run the test suite
+bioformats: install ## Fetch Bio-Formats (the tests' reference reader) once into the cache; Java from default-jre-headless
+	$(BIN)/python -m pyomero_upload.testing.bioformats
+
+test: install bioformats ## Run the test suite
 	$(BIN)/python -m pytest
 
 lint: install ## ruff (Python); committed notebooks carry no outputs

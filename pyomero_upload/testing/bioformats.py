@@ -201,3 +201,17 @@ def decode(path: str | os.PathLike[str], work_dir: str | os.PathLike[str], serie
             return np.stack([page.asarray() for page in tif.pages])
     finally:
         out.unlink(missing_ok=True)
+
+
+def main() -> int:
+    """``python -m pyomero_upload.testing.bioformats``: fetch the jar once, say what runs."""
+    reason = unavailable_reason()
+    if reason:
+        print(f"Bio-Formats tests will skip: {reason}")
+    else:
+        print(f"Bio-Formats {BIOFORMATS_VERSION}: {jar_path()} (java: {java_executable()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
