@@ -24,16 +24,11 @@ import numpy as np
 import tifffile
 
 from . import TOOL_NAME, __version__
+from .describe import describe, fingerprint_settings, provenance_pairs, source_fingerprint
 from .errors import InputError
 from .layout import Experiment, Position
-from .model import ExperimentMetadata
-from .ome_xml import (
-    SOURCE_NS,
-    fingerprint_settings,
-    position_xml,
-    provenance_pairs,
-    source_fingerprint,
-)
+from .model import SOURCE_NS, ExperimentMetadata, ImageSpec
+from .ome_xml import image_xml
 from .parallel import default_workers, ordered_map, prefetch_window
 
 COMPRESSIONS = ("none", "zlib", "zstd")
@@ -273,12 +268,10 @@ def _decode(job: tuple[Position, Path | None]) -> np.ndarray:
     return position.read_plane(path)
 
 
-def write_position(
-    exp: Experiment,
-    position: Position,
+def write_image(
+    spec: ImageSpec,
     planes: Iterator[np.ndarray],
     target: Path,
-    xml: bytes,
     *,
     compression: str = "none",
     pyramid: bool | None = None,
@@ -286,15 +279,14 @@ def write_position(
     workers: int = 1,
     on_plane: Callable[[int], None] | None = None,
 ) -> None:
-    """Write one position's planes (XYZCT order) to ``target``, atomically.
+    """Write one image's planes (XYZCT order) and its OME-XML to ``target``, atomically.
 
     ``bigtiff`` None means automatic: BigTIFF where the file may pass 2 GB.
     """
-    assert position.shape is not None and position.dtype is not None
-    n = exp.planes_per_position
-    y, x = position.shape
-    dtype = position.dtype
-    levels = pyramid_shapes(position.shape, pyramid)
+    n = spec.n_planes
+    y, x = spec.plane_shape
+    dtype = np.dtype(spec.dtype)
+    levels = pyramid_shapes((y, x), pyramid)
     codec = None if compression == "none" else compression
     options: dict = {
         "dtype": dtype,
@@ -337,16 +329,16 @@ def write_position(
                 if on_plane:
                     on_plane(plane.nbytes)
             if count != n:
-                raise RuntimeError(f"{position.name}: got {count} planes, expected {n}")
+                raise RuntimeError(f"{spec.name}: got {count} planes, expected {n}")
 
         data = full_resolution()
         if bigtiff is None:
-            bigtiff = exp.position_nbytes(position) * 4 // 3 > 2**31
+            bigtiff = n * y * x * dtype.itemsize * 4 // 3 > 2**31
         with tifffile.TiffWriter(tmp, bigtiff=bigtiff, byteorder="<", ome=False) as tw:
             tw.write(
                 _tiles(data) if levels else data,
                 shape=(n, y, x),
-                description=xml,
+                description=image_xml(spec),
                 software=f"{TOOL_NAME} {__version__}",
                 subifds=len(levels) or None,
                 **options,
@@ -467,11 +459,12 @@ def _export_locked(
 ) -> None:
     """The body of :func:`export_ome_tiff`, run with the dataset folder locked."""
     out_dir = result.out_dir
-    todo: list[tuple[Position, Path]] = []
+    todo: list[tuple[Position, Path, str]] = []
     for pos in exp.positions:
         target = out_dir / f"{pos.name}{OME_SUFFIX}"
+        fingerprint = source_fingerprint(exp, pos, settings)
         if target.exists():
-            if read_fingerprint(target) == source_fingerprint(exp, pos, settings):
+            if read_fingerprint(target) == fingerprint:
                 result.skipped.append(target)
                 continue
             if not overwrite:
@@ -480,24 +473,24 @@ def _export_locked(
                     "exists and was written from other source planes or settings; "
                     "use --overwrite to replace it",
                 )
-        todo.append((pos, target))
+        todo.append((pos, target, fingerprint))
 
-    jobs = ((pos, path) for pos, _ in todo for path in exp.plane_paths(pos))
+    jobs = ((pos, path) for pos, _, _ in todo for path in exp.plane_paths(pos))
     plane_bytes = max(
-        (exp.position_nbytes(p) // exp.planes_per_position for p, _ in todo), default=1
+        (exp.position_nbytes(p) // exp.planes_per_position for p, _, _ in todo), default=1
     )
     stream = ordered_map(_decode, jobs, workers, prefetch_window(workers, plane_bytes))
     prov = provenance_pairs(exp) if provenance else None
     try:
-        for pos, target in todo:
-            xml = position_xml(exp, pos, metadata, prov, settings)
-            planes = itertools.islice(stream, exp.planes_per_position)
-            write_position(
-                exp, pos, planes, target, xml, compression=compression, pyramid=pyramid,
+        for pos, target, fingerprint in todo:
+            spec = describe(exp, pos, metadata, provenance=prov, fingerprint=fingerprint)
+            planes = itertools.islice(stream, spec.n_planes)
+            write_image(
+                spec, planes, target, compression=compression, pyramid=pyramid,
                 bigtiff=bigtiff, workers=workers, on_plane=on_plane,
             )
             result.files.append(target)
-            result.planes += exp.planes_per_position
+            result.planes += spec.n_planes
             result.nbytes += exp.position_nbytes(pos)
         if metadata is not None and (metadata.tables or metadata.attachments):
             result.metadata_dir = write_metadata_folder(metadata, out_dir)

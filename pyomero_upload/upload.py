@@ -5,7 +5,6 @@ through :mod:`pyomero_upload.omero_client`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import threading
@@ -19,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from . import omero_client as oc
-from .layout import Experiment, Position
-from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
-from .ome_xml import (
-    channel_info,
+from .describe import (
+    channel_spec,
+    file_fingerprint,
     fingerprint_settings,
-    plane_records,
+    plane_specs,
     provenance_pairs,
     source_fingerprint,
 )
+from .layout import Experiment, Position
+from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
 from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
 
@@ -118,7 +118,7 @@ class DefaultImageProcessor(ImageProcessor):
         )
         for name, pos, single in units:
             fp = (source_fingerprint(exp, pos, settings) if single is None
-                  else _file_fingerprint(single[0], settings))
+                  else file_fingerprint(single[0], settings))
             old = existing.get(name, [])
             if any(o.complete and o.fingerprint == fp for o in old):
                 result.skipped.append(name)
@@ -213,17 +213,13 @@ class DefaultImageProcessor(ImageProcessor):
         acq = metadata.acquisition if metadata else None
         channels = []
         for name in channel_names:
-            info = channel_info(name, metadata)
-            channels.append(oc.ChannelFacts(name, info.color, info.excitation_nm,
-                                            info.emission_nm))
+            ch = channel_spec(name, metadata)
+            channels.append(oc.ChannelFacts(name, ch.color, ch.excitation_nm, ch.emission_nm))
         planes = []
         if pos is not None:
-            for rec in plane_records(exp, pos, metadata):
-                planes.append(oc.PlaneFacts(
-                    rec["the_z"], rec["the_c"], rec["the_t"], rec.get("delta_t"),
-                    rec.get("exposure_time"),
-                    (rec.get("position_x"), rec.get("position_y"), rec.get("position_z")),
-                ))
+            for p in plane_specs(exp, pos, metadata):
+                planes.append(oc.PlaneFacts(p.z, p.c, p.t, p.delta_t_s, p.exposure_ms,
+                                            p.position_um))
         oc.set_image_metadata(
             conn, image, pixels, channels, planes,
             pixel_size_um=acq.pixel_size_um if acq else None,
@@ -243,12 +239,6 @@ class DefaultImageProcessor(ImageProcessor):
         oc.link_annotations(conn, image, oc.new_maps(conn, groups) + list(tags))
         oc.finish_rendering(conn, image.id.val, pixels.id.val, minmax)
         oc.mark_complete(conn, source, fp)
-
-
-def _file_fingerprint(path: Path, settings: str) -> str:
-    st = path.stat()
-    text = f"{path.name}|{st.st_size}|{st.st_mtime_ns}|{settings}"
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def annotate_dataset(conn, dataset, exp: Experiment, metadata: ExperimentMetadata | None,

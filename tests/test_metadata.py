@@ -399,7 +399,8 @@ def test_ome_annotations(exported):
     assert sa.comment_annotations[0].value.startswith("Aim:")
     prov = next(m for m in sa.map_annotations if m.namespace == "pyomero-upload/provenance")
     prov_pairs = dict((m.k, m.value) for m in prov.value.ms)
-    assert prov_pairs["Uploaded With"].startswith("pyomero-upload ")
+    assert prov_pairs["Exported With"].startswith("pyomero-upload ")
+    assert "Uploaded With" not in prov_pairs  # an export is not an upload
     assert "PyOmeroUpload" in prov_pairs["Citation"] and prov_pairs["Source folder"] == "demo"
     refs = {r.id for r in ome.images[0].annotation_refs}
     all_ids = {a.id for a in [*sa.tag_annotations, *sa.map_annotations, *sa.comment_annotations]}
