@@ -148,7 +148,7 @@ def plane_specs(
         for (timepoint, name), seconds in (acq.plane_offsets_s.get(position.name, {})
                                            if acq else {}).items()
     }
-    planes = []
+    planes: list[PlaneSpec] = []
     png_times: dict[tuple[int, int], float] | None = None
     for t_index in range(exp.size_t):
         for c_index, c in enumerate(exp.channels):

@@ -7,6 +7,7 @@ module only maps it onto OME's schema.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from ome_types import model as ome
@@ -58,21 +59,22 @@ def image_xml(spec: ImageSpec) -> bytes:
 def build_ome(spec: ImageSpec, include_planes: bool = True) -> ome.OME:
     """OME model of one image: pixels, channels, planes and annotations."""
     x, y, size_z, size_c, size_t = spec.size
-    channels = [
-        ome.Channel(
+    channels = []
+    for c_index, ch in enumerate(spec.channels):
+        channel = ome.Channel(
             id=f"Channel:0:{c_index}",
             name=ch.name,
             samples_per_pixel=1,
-            color=ome.Color(ch.color) if ch.color else None,
             excitation_wavelength=ch.excitation_nm,
             emission_wavelength=ch.emission_nm,
         )
-        for c_index, ch in enumerate(spec.channels)
-    ]
+        if ch.color:
+            channel.color = ome.Color(ch.color)
+        channels.append(channel)
     pixels = ome.Pixels(
         id="Pixels:0",
-        dimension_order="XYZCT",
-        type=spec.ome_pixel_type,
+        dimension_order=ome.Pixels_DimensionOrder.XYZCT,
+        type=ome.PixelType(spec.ome_pixel_type),
         big_endian=False,
         size_x=x,
         size_y=y,
@@ -81,7 +83,7 @@ def build_ome(spec: ImageSpec, include_planes: bool = True) -> ome.OME:
         size_t=size_t,
         channels=channels,
         tiff_data_blocks=[ome.TiffData(ifd=0, plane_count=size_z * size_c * size_t)],
-        planes=[ome.Plane(**_plane_fields(p)) for p in spec.planes] if include_planes else [],
+        planes=[_plane(p) for p in spec.planes] if include_planes else [],
     )
     if spec.pixel_size_um:
         pixels.physical_size_x = pixels.physical_size_y = spec.pixel_size_um
@@ -134,15 +136,16 @@ def build_ome(spec: ImageSpec, include_planes: bool = True) -> ome.OME:
     )
 
 
-#: ome-types field name of each Plane attribute.
-_FIELDS = {
-    "TheZ": "the_z", "TheT": "the_t", "TheC": "the_c",
-    "DeltaT": "delta_t", "DeltaTUnit": "delta_t_unit",
-    "ExposureTime": "exposure_time", "ExposureTimeUnit": "exposure_time_unit",
-    **{f"Position{a}{u}": f"position_{a.lower()}{u and '_unit'}"
-       for a in "XYZ" for u in ("", "Unit")},
-}
-
-
-def _plane_fields(p: PlaneSpec) -> dict[str, object]:
-    return {_FIELDS[key]: value for key, value in _plane_attrs(p).items()}
+def _plane(p: PlaneSpec) -> ome.Plane:
+    """The same Plane as :func:`_plane_attrs`, as an ome-types object."""
+    fields: dict[str, Any] = {"the_z": p.z, "the_t": p.t, "the_c": p.c}
+    if p.delta_t_s is not None:
+        fields |= {"delta_t": p.delta_t_s, "delta_t_unit": ome.UnitsTime.SECOND}
+    if p.exposure_ms is not None:
+        fields |= {"exposure_time": p.exposure_ms,
+                   "exposure_time_unit": ome.UnitsTime.MILLISECOND}
+    for axis, value in zip("xyz", p.position_um, strict=True):
+        if value is not None:
+            fields |= {f"position_{axis}": value,
+                       f"position_{axis}_unit": ome.UnitsLength.MICROMETER}
+    return ome.Plane(**fields)

@@ -118,7 +118,8 @@ def read_fingerprint(path: Path) -> str | None:
         doc = from_xml(xml, validate=False)
     except Exception:
         return None
-    for ann in doc.structured_annotations.map_annotations:
+    annotations = doc.structured_annotations
+    for ann in annotations.map_annotations if annotations else []:
         if ann.namespace == SOURCE_NS:
             for m in ann.value.ms:
                 if m.k == "Source fingerprint":
@@ -226,7 +227,7 @@ def _lock_fd(fd: int) -> None:
     except ImportError:  # Windows
         import msvcrt
 
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
     else:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -38,7 +38,7 @@ def prefetch_window(workers: int, item_bytes: int) -> int:
 
 def ordered_map(
     fn: Callable[[T], R], items: Iterable[T], workers: int, window: int
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     """Yield ``fn(item)`` for each item, in order, computing up to ``window`` ahead.
 
     An exception from ``fn`` is raised when its result is reached; leaving
