@@ -12,9 +12,9 @@ BENCH_ARGS ?=
 # Where the zeroc-ice wheel is built once and reused (host, CI and image builds).
 ICE_WHEEL_DIR ?= $(HOME)/.cache/pyomero-upload/wheels
 
-# Docker images, in build order (each is built FROM the one before it).
+# Docker images, in build order (each is built FROM the one before it): docker/images.
 OWNER ?= pyomero-upload
-IMAGES ?= omero_base omero_uploader omero_jupyter omero_ide
+IMAGES ?= $(shell grep -v '^\#' docker/images)
 OMERO_VERSION ?= 5.23.0
 # The root image: by default the local one `make root-image` builds from
 # Debian's packages (no registry needed); ROOT_IMAGE=debian:bookworm-slim where
@@ -59,8 +59,13 @@ bioformats: install ## Fetch Bio-Formats (the tests' reference reader) once into
 test: install bioformats ## Run the test suite
 	$(BIN)/python -m pytest
 
-lint: install ## ruff (Python); committed notebooks carry no outputs
+SHELL_SCRIPTS = $(shell git ls-files '*.sh') .ci/run
+
+lint: install ## ruff; shellcheck (Debian's) and hadolint; committed notebooks carry no outputs
 	$(BIN)/ruff check pyomero_upload tests benchmarks docker notebooks/check_no_outputs.py
+	@command -v shellcheck >/dev/null || { echo "make lint needs shellcheck: apt-get install shellcheck" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
+	$(BIN)/hadolint $(foreach i,$(IMAGES),$(i)/Dockerfile)
 	$(BIN)/python notebooks/check_no_outputs.py
 
 bench: install-omero ## Benchmarks: export and upload vs decode-only and the original's methods

@@ -30,7 +30,8 @@ fi
 
 # Any uid (docker run --user 1234:1234): a writable HOME for caches and config.
 if [ ! -w "$HOME" ]; then
-  export HOME="/tmp/home-$(id -u)"
+  HOME="/tmp/home-$(id -u)"
+  export HOME
   mkdir -p "$HOME"
 fi
 

@@ -38,8 +38,12 @@ printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
   > "$rootfs/etc/apt/apt.conf.d/docker-no-recommends"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/*/[!c]* \
   "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
+release=$(cat "$rootfs/etc/debian_version")
+built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# The release and build date travel down the chain as labels (tests/images checks them).
 tar -C "$rootfs" --numeric-owner -c . | docker import \
   --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' \
   --change "LABEL org.opencontainers.image.title=\"Debian $SUITE (debootstrap)\"" \
+  --change "LABEL org.pyomero-upload.debian-suite=\"$SUITE\" org.pyomero-upload.debian-release=\"$release\" org.pyomero-upload.root-built=\"$built\" org.pyomero-upload.debian-mirror=\"$MIRROR\"" \
   - "$TAG"
-echo "root image: built $TAG"
+echo "root image: built $TAG (Debian $release, $built)"

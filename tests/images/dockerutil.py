@@ -7,11 +7,17 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 OWNER = os.environ.get("OWNER", "pyomero-upload")
-CHAIN = ["omero_base", "omero_uploader", "omero_jupyter", "omero_ide"]
+#: The images in build order, each built on the one before (as the Makefile builds them).
+CHAIN = [
+    line.strip()
+    for line in (Path(__file__).resolve().parents[2] / "docker" / "images").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
 
 
 def images_from(name: str) -> list[str]:

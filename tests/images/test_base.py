@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,15 @@ def test_no_secret_or_proxy_ca_in_the_image(image):
 def test_image_size_targets(image, limit_mb):
     size = json.loads(docker("image", "inspect", image).stdout)[0]["Size"] / 1e6
     assert size <= limit_mb, f"{image} is {size:.0f} MB (target {limit_mb} MB)"
+
+
+@by_image("omero_base")
+def test_debian_release_and_build_date_labelled(image):
+    labels = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Labels"]
+    if "org.pyomero-upload.debian-release" not in labels:
+        pytest.skip("built FROM a registry's Debian image, not the local root image")
+    release = run(image, "cat", "/etc/debian_version").strip()
+    assert labels["org.pyomero-upload.debian-release"] == release
+    assert labels["org.pyomero-upload.debian-suite"] == "bookworm" and release.startswith("12.")
+    built = labels["org.pyomero-upload.root-built"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", built)
