@@ -428,12 +428,14 @@ def test_group(server, demo, capsys):
 def _tag_parser(tmp_path, tags):
     plug = tmp_path / "plug"
     plug.mkdir(exist_ok=True)
+    # our model, as a parser may return it: repeated tags reach the client as they are
     (plug / "custom_metadata_parser.py").write_text(
         "import pandas as pd\n"
+        "from pyomero_upload.model import ExperimentMetadata\n"
         "class CustomMetadataParser:\n"
         "    def extract_metadata(self, path):\n"
-        f"        return {{'description': 'd', 'tags': {tags!r}, 'kvps': [('k', 'v')],\n"
-        "                'tables': {'T': pd.DataFrame({'a': [1, 2]})}}\n")
+        f"        return ExperimentMetadata(description='d', tags={tags!r}, kvps=[('k', 'v')],\n"
+        "                                  tables={'T': pd.DataFrame({'a': [1, 2]})})\n")
     return plug
 
 
@@ -507,3 +509,49 @@ def test_interrupted_upload_does_not_claim_a_clean_state(server, demo, tmp_path,
     err = capsys.readouterr().err
     assert "no partial output" not in err and "run the same command again" in err
     assert server.open_clients == 0
+
+
+def _synthetic(root, size, channels=("GFP",), z_count=1):
+    """One position of random uint16 single-page TIFF planes (fast to write)."""
+    import tifffile
+
+    rng = np.random.default_rng(size)
+    planes = {}
+    (root / "pos001").mkdir(parents=True)
+    for c in channels:
+        for z in range(1, z_count + 1):
+            plane = rng.integers(0, 65535, (size, size), dtype=np.uint16)
+            tifffile.imwrite(root / "pos001" / f"img_000001_{c}_{z:03d}.tif", plane)
+            planes[(c, z)] = plane
+    return planes
+
+
+def _check_planes(server, planes, channels):
+    (image,) = server.kind("ImageI")
+    data = image_array(server, image.id.val)
+    for (c, z), plane in planes.items():
+        np.testing.assert_array_equal(data[0, channels.index(c), z - 1], plane)
+
+
+def test_stack_mode_1024_z5(server, tmp_path):
+    channels = ["Brightfield", "DIC", "GFP"]
+    planes = _synthetic(tmp_path / "exp", 1024, channels, 5)  # 31 MB a timepoint: stacks
+    assert upload(tmp_path / "exp", "-x", "--channel-order", ",".join(channels)) == 0
+    assert server.counts["RawPixelsStore.setStack"] == 3
+    _check_planes(server, planes, channels)
+
+
+def test_3500_uint16_is_a_pyramid_written_in_tiles(server, tmp_path):
+    planes = _synthetic(tmp_path / "exp", 3500)  # 3500^2 > 3192^2: the server wants a pyramid
+    assert upload(tmp_path / "exp", "-x") == 0
+    assert server.counts["RawPixelsStore.setTile"] == 14 * 14  # 256 x 256 tiles
+    assert server.counts["RawPixelsStore.setPlane"] == 0 and list(server.pyramid.values()) == [True]
+    _check_planes(server, planes, ["GFP"])
+
+
+def test_3000_uint16_plane_over_16_mib_goes_in_full_width_strips(server, tmp_path):
+    planes = _synthetic(tmp_path / "exp", 3000)  # 18 MB: no pyramid, too big for one call
+    assert upload(tmp_path / "exp", "-x") == 0
+    assert server.counts["RawPixelsStore.setTile"] == 2  # rows 0-2795, 2796-2999 at x = 0
+    assert list(server.pyramid.values()) == [False]
+    _check_planes(server, planes, ["GFP"])
