@@ -24,9 +24,11 @@ import numpy as np
 
 from ..errors import OmeroError
 
-#: Bytes per pixel call.  Ice.MessageSizeMax is 65536 KB on the server
-#: (omero-blitz) and 250000 KB in omero-py's client; 16 MiB leaves room for the
-#: request envelope and keeps each call short enough to retry.
+#: Bytes per pixel call.  omero-py's client allows 250000 KB a message
+#: (Ice.MessageSizeMax from omero-blitz Constants.ice MESSAGESIZEMAX, set in
+#: omero/clients.py); the server's own limit is its grid configuration's
+#: (64 MiB in OMERO's templates) and may be lower.  16 MiB stays well inside
+#: both, with room for the request envelope, and keeps each call short to retry.
 MAX_CALL_BYTES = 16 * 1024 * 1024
 
 
