@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import OmeroError, PluginError
 from .layout import Experiment, Position
-from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
+from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
 from .ome_xml import (
     channel_info,
     fingerprint_settings,
@@ -31,7 +31,6 @@ from .omero import annotations as anns
 from .omero import containers, images, queries
 from .omero.connection import Connection
 from .omero.pixels import PixelWriter
-from .omero.queries import SOURCE_NS
 from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
 
@@ -74,6 +73,7 @@ class UploadResult:
         if self.replaced:
             line += f"; {len(self.replaced)} incomplete or changed, replaced"
         return line
+
 
 @dataclass(frozen=True)
 class DatasetRef:

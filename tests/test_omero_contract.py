@@ -20,13 +20,16 @@ from helpers import demo_planes, read_png  # noqa: E402
 from omero_fake import FailAt, FakeServer, client_factory  # noqa: E402
 from pyomero_upload import cli  # noqa: E402
 from pyomero_upload.cli import main  # noqa: E402
+from pyomero_upload.model import (  # noqa: E402
+    ATTACHMENT_NS,
+    BULK_ANNOTATIONS_NS,
+    CLIENT_MAP_NS,
+    SOURCE_NS,
+)
 from pyomero_upload.omero import connection, pixels  # noqa: E402
-from pyomero_upload.omero.annotations import ATTACHMENT_NS, BULK_ANNOTATIONS_NS  # noqa: E402
-from pyomero_upload.omero.queries import SOURCE_NS  # noqa: E402
 from pyomero_upload.upload_cli import main as legacy_main  # noqa: E402
 
 CHANNELS = ["Brightfield", "DIC", "GFP"]
-CLIENT_MAP_NS = "openmicroscopy.org/omero/client/mapAnnotation"
 
 
 @pytest.fixture

@@ -13,17 +13,19 @@ import mimetypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OmeroError
+from ..model import ATTACHMENT_NS, BULK_ANNOTATIONS_NS
 from . import _ice
 from ._ice import params, rstring
 from .queries import Q_ANNOTATION_LINKS, Q_MAP_ANNOTATION, find_tag
 
+if TYPE_CHECKING:
+    from .connection import Connection
+
 log = logging.getLogger(__name__)
 
-BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
-ATTACHMENT_NS = "pyomero-upload/attachment"
 #: Bytes per RawFileStore.write in client.upload: omero-py's default is 1 KiB
 #: (one remote call per KiB, omero/clients.py upload); 1 MiB is omero-py's own
 #: write_stream/download default and far below the server's 64 MiB
@@ -43,7 +45,7 @@ def _ref(ann: Any) -> AnnotationRef:
     return AnnotationRef(ann.id.val, type(ann).__name__.removesuffix("I"))
 
 
-def ensure_tags(conn: Any, texts: Iterable[str]) -> list[AnnotationRef]:
+def ensure_tags(conn: Connection, texts: Iterable[str]) -> list[AnnotationRef]:
     """One tag per distinct text: the user's existing tag reused, else created."""
     tags = []
     for text in dict.fromkeys(texts):  # a repeated name would be a second, duplicate link
@@ -63,14 +65,14 @@ def _map(pairs: Iterable[tuple[str, str]], ns: str) -> Any:
     return ann
 
 
-def new_maps(conn: Any, groups: Sequence[tuple[Sequence[tuple[str, str]], str]]
+def new_maps(conn: Connection, groups: Sequence[tuple[Sequence[tuple[str, str]], str]]
              ) -> list[AnnotationRef]:
     """Save map annotations, one per (pairs, namespace) group, in one call."""
     anns = [_map(pairs, ns) for pairs, ns in groups if pairs]
     return [_ref(a) for a in conn.update.saveAndReturnArray(anns)] if anns else []
 
 
-def set_map(conn: Any, annotation_id: int, pairs: Sequence[tuple[str, str]]) -> None:
+def set_map(conn: Connection, annotation_id: int, pairs: Sequence[tuple[str, str]]) -> None:
     """Replace a map annotation's pairs (reloaded first, so its version is current)."""
     ann = conn.query.findByQuery(Q_MAP_ANNOTATION, params(id=annotation_id))
     if ann is None:
@@ -79,14 +81,14 @@ def set_map(conn: Any, annotation_id: int, pairs: Sequence[tuple[str, str]]) -> 
     conn.update.saveAndReturnObject(ann)
 
 
-def linked_ids(conn: Any, kind: str, target_id: int) -> set[int]:
+def linked_ids(conn: Connection, kind: str, target_id: int) -> set[int]:
     """Ids of the annotations linked to a Dataset or Image."""
     links = conn.query.findAllByQuery(Q_ANNOTATION_LINKS[kind], params(pid=target_id))
     return {link.child.id.val for link in links}
 
 
-def link_annotations(conn: Any, kind: str, target_id: int, annotations: Iterable[AnnotationRef],
-                     new_target: bool = False) -> int:
+def link_annotations(conn: Connection, kind: str, target_id: int,
+                     annotations: Iterable[AnnotationRef], new_target: bool = False) -> int:
     """Link annotations to a Dataset or Image in one call; return how many were linked.
 
     Each annotation is linked once; ones already linked are skipped (unless
@@ -108,7 +110,7 @@ def link_annotations(conn: Any, kind: str, target_id: int, annotations: Iterable
     return len(links)
 
 
-def attach_file(conn: Any, kind: str, target_id: int, path: Path, ns: str = ATTACHMENT_NS,
+def attach_file(conn: Connection, kind: str, target_id: int, path: Path, ns: str = ATTACHMENT_NS,
                 description: str | None = None) -> AnnotationRef:
     """Upload a file as it is and attach it to a Dataset or Image."""
     model = _ice.omero.model
@@ -126,7 +128,7 @@ def attach_file(conn: Any, kind: str, target_id: int, path: Path, ns: str = ATTA
     return ref
 
 
-def attach_table(conn: Any, kind: str, target_id: int, name: str, df: Any,
+def attach_table(conn: Connection, kind: str, target_id: int, name: str, df: Any,
                  fallback_dir: Path | None = None) -> AnnotationRef:
     """A DataFrame as an OMERO.table (typed columns) in the bulk-annotation namespace.
 

@@ -4,14 +4,17 @@ deleting images.  Ids in, ids out."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import _ice
 from ._ice import rstring
 from .queries import find_dataset, find_project
 
+if TYPE_CHECKING:
+    from .connection import Connection
 
-def ensure_project(conn: Any, name: str, dry_run: bool = False) -> tuple[int | None, bool]:
+
+def ensure_project(conn: Connection, name: str, dry_run: bool = False) -> tuple[int | None, bool]:
     """The user's project of this name, created if absent.
 
     Returns:
@@ -25,8 +28,8 @@ def ensure_project(conn: Any, name: str, dry_run: bool = False) -> tuple[int | N
     return conn.update.saveAndReturnObject(p).id.val, True
 
 
-def ensure_dataset(conn: Any, name: str, project_id: int | None = None, description: str = "",
-                   dry_run: bool = False) -> tuple[int | None, bool]:
+def ensure_dataset(conn: Connection, name: str, project_id: int | None = None,
+                   description: str = "", dry_run: bool = False) -> tuple[int | None, bool]:
     """The user's dataset of this name (in the project), created and linked if absent.
 
     Returns:
@@ -49,7 +52,7 @@ def ensure_dataset(conn: Any, name: str, project_id: int | None = None, descript
     return dataset_id, True
 
 
-def delete_images(conn: Any, ids: Sequence[int]) -> None:
+def delete_images(conn: Connection, ids: Sequence[int]) -> None:
     """Delete images with their pixels, links and own annotations (Delete2 graph)."""
     if not ids:
         return

@@ -6,15 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import OmeroError
+from ..model import SOURCE_NS
 from . import _ice
 from ._ice import params, rstring, unwrap
 from .annotations import AnnotationRef, link_annotations, new_maps, set_map
-from .queries import Q_IMAGE, Q_PIXELS, Q_PIXELS_TYPE, SOURCE_NS
+from .queries import Q_IMAGE, Q_PIXELS, Q_PIXELS_TYPE
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 #: numpy dtype name -> OMERO PixelsType value.
 PIXEL_TYPES = {
@@ -54,7 +58,7 @@ class PlaneFacts:
     position_um: tuple[float | None, float | None, float | None] = (None, None, None)
 
 
-def create_image(conn: Any, dataset_id: int, name: str, size: tuple[int, int, int, int, int],
+def create_image(conn: Connection, dataset_id: int, name: str, size: tuple[int, int, int, int, int],
                  dtype: np.dtype, description: str = "", fingerprint: str = "") -> NewImage:
     """Create an empty image, link it to the dataset at once, mark it incomplete.
 
@@ -84,7 +88,7 @@ def create_image(conn: Any, dataset_id: int, name: str, size: tuple[int, int, in
 
 
 def set_image_metadata(
-    conn: Any,
+    conn: Connection,
     image_id: int,
     channels: Sequence[ChannelFacts],
     planes: Sequence[PlaneFacts],
@@ -151,7 +155,7 @@ def set_image_metadata(
         conn.update.saveArray(infos)
 
 
-def finish_rendering(conn: Any, image_id: int, pixels_id: int,
+def finish_rendering(conn: Connection, image_id: int, pixels_id: int,
                      minmax: Sequence[Sequence[float]]) -> None:
     """Channel min/max from the real pixels, default rendering settings, a thumbnail."""
     for c, (lo, hi) in enumerate(minmax):
@@ -171,7 +175,7 @@ def finish_rendering(conn: Any, image_id: int, pixels_id: int,
     conn.retry(thumbnail, "ThumbnailStore")
 
 
-def mark_complete(conn: Any, source: AnnotationRef, fingerprint: str) -> None:
+def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str) -> None:
     """The last step of an image: only now does a re-run treat it as done."""
     set_map(conn, source.id, [("Source fingerprint", fingerprint), ("Status", "complete")])
 

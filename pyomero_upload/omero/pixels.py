@@ -18,11 +18,14 @@ instead of guessing from byte sizes.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import OmeroError
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 #: Bytes per pixel call.  omero-py's client allows 250000 KB a message
 #: (Ice.MessageSizeMax from omero-blitz Constants.ice MESSAGESIZEMAX, set in
@@ -56,7 +59,7 @@ class PixelWriter:
         size_z, size_c, size_t: the image's dimensions.
     """
 
-    def __init__(self, conn: Any, pixels_id: int, size_z: int, size_c: int, size_t: int):
+    def __init__(self, conn: Connection, pixels_id: int, size_z: int, size_c: int, size_t: int):
         self.conn = conn
         self.pixels_id = pixels_id
         self.size_z, self.size_c, self.size_t = size_z, size_c, size_t
@@ -176,7 +179,7 @@ class PixelWriter:
             self.store.close()
 
 
-def read_plane(conn: Any, pixels_id: int, z: int, c: int, t: int, dtype: Any,
+def read_plane(conn: Connection, pixels_id: int, z: int, c: int, t: int, dtype: Any,
                shape: tuple[int, int]) -> np.ndarray:
     """One plane back from the server (big-endian on the wire), as ``dtype``."""
     store = conn.sf.createRawPixelsStore()

@@ -8,13 +8,13 @@ that it knows each one.  Owner filters use the logged-in user's id.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..model import SOURCE_NS
 from ._ice import params, unwrap
 
-#: Our namespace for the per-image state (fingerprint, complete/incomplete) and the
-#: dataset's "annotations complete" marker.
-SOURCE_NS = "pyomero-upload/source"
+if TYPE_CHECKING:
+    from .connection import Connection
 
 Q_PROJECT = (
     "select p from Project p where p.name = :name and p.details.owner.id = :uid order by p.id"
@@ -82,13 +82,13 @@ class PixelsInfo:
     channels: list[str | None]
 
 
-def find_project(conn: Any, name: str) -> int | None:
+def find_project(conn: Connection, name: str) -> int | None:
     """The id of the user's oldest project of this name, or None."""
     found = conn.query.findAllByQuery(Q_PROJECT, params(name=name, uid=conn.user_id))
     return found[0].id.val if found else None
 
 
-def find_dataset(conn: Any, name: str, project_id: int | None = None) -> int | None:
+def find_dataset(conn: Connection, name: str, project_id: int | None = None) -> int | None:
     """The id of the user's oldest dataset of this name (in the project), or None."""
     if project_id is not None:
         found = conn.query.findAllByQuery(
@@ -98,13 +98,13 @@ def find_dataset(conn: Any, name: str, project_id: int | None = None) -> int | N
     return found[0].id.val if found else None
 
 
-def find_tag(conn: Any, text: str) -> int | None:
+def find_tag(conn: Connection, text: str) -> int | None:
     """The id of the user's oldest tag with this text, or None."""
     found = conn.query.findAllByQuery(Q_TAG, params(text=text, uid=conn.user_id))
     return found[0].id.val if found else None
 
 
-def existing_images(conn: Any, dataset_id: int) -> list[ExistingImage]:
+def existing_images(conn: Connection, dataset_id: int) -> list[ExistingImage]:
     """Images in the dataset with the fingerprint and state we recorded on them."""
     images = conn.query.findAllByQuery(Q_IMAGES_OF_DATASET, params(did=dataset_id))
     if not images:
@@ -132,13 +132,13 @@ def _annotation_info(ann: Any) -> AnnotationInfo:
     return AnnotationInfo(ann.id.val, kind, unwrap(ann.getNs()), text, pairs)
 
 
-def annotations_of(conn: Any, kind: str, object_id: int) -> list[AnnotationInfo]:
+def annotations_of(conn: Connection, kind: str, object_id: int) -> list[AnnotationInfo]:
     """The annotations linked to a Dataset or Image, oldest link first."""
     links = conn.query.findAllByQuery(Q_ANNOTATION_LINKS[kind], params(pid=object_id))
     return [_annotation_info(link.child) for link in sorted(links, key=lambda lk: lk.id.val)]
 
 
-def pixels_of(conn: Any, image_id: int) -> PixelsInfo | None:
+def pixels_of(conn: Connection, image_id: int) -> PixelsInfo | None:
     """The image's pixels, freshly loaded (never reuse one from before a pixel save)."""
     px = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
     if px is None:
@@ -148,7 +148,7 @@ def pixels_of(conn: Any, image_id: int) -> PixelsInfo | None:
     return PixelsInfo(px.id.val, image_id, size, unwrap(px.pixelsType.value), names)
 
 
-def dataset_summary(conn: Any, dataset_id: int) -> dict[str, Any]:
+def dataset_summary(conn: Connection, dataset_id: int) -> dict[str, Any]:
     """What a dataset holds now: images with sizes and channels, annotation counts."""
     images = conn.query.findAllByQuery(Q_IMAGES_OF_DATASET, params(did=dataset_id))
     out = []
