@@ -74,9 +74,9 @@ class PixelWriter:
         self._index = 0
         self.minmax = [[np.inf, -np.inf] for _ in range(size_c)]
         conn.retry(self._open, "opening the pixel store")
-        self.pyramid = bool(self.store.requiresPixelsPyramid())
+        self.pyramid = bool(self._call("requiresPixelsPyramid"))
         if self.pyramid:
-            w, h = self.store.getTileSize()
+            w, h = self._call("getTileSize")
             self.tile_size = (int(w), int(h))
 
     def _open(self) -> None:
@@ -87,19 +87,24 @@ class PixelWriter:
         self.store = self.conn.sf.createRawPixelsStore()
         self.store.setPixelsId(self.pixels_id, True)
 
-    def _send(self, method: str, *args: Any) -> None:
-        def call() -> None:
+    def _call(self, method: str, *args: Any) -> Any:
+        """A store call, retried; on a new session (after a lost connection) the old
+        store is gone, so open another first."""
+        def call() -> Any:
             if self._generation != self.conn.generation:
-                # A new session after a lost connection: the old store is gone.  A ROMIO
-                # file keeps what was written; a pyramid is written in one go and cannot
-                # be resumed (BfPyramidPixelBuffer writes a temporary TIFF until close).
+                # A ROMIO file keeps what was written; a pyramid is written in one go and
+                # cannot be resumed (BfPyramidPixelBuffer writes a temporary TIFF until
+                # close).
                 if self.pyramid and self.calls:
                     raise OmeroError("lost the connection while writing a pyramid image; "
                                      "run the same command again to replace it")
                 self._open()
-            getattr(self.store, method)(*args)
+            return getattr(self.store, method)(*args)
 
-        self.conn.retry(call, f"RawPixelsStore.{method}")
+        return self.conn.retry(call, f"RawPixelsStore.{method}")
+
+    def _send(self, method: str, *args: Any) -> None:
+        self._call(method, *args)
         self.calls += 1
 
     def add(self, plane: np.ndarray) -> None:
