@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +87,7 @@ def resolve(
     session_key: str | None = None,
     config: Path | None = None,
     secure: bool | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     prompt: Callable[[str], str] | None = None,
     prompt_password: Callable[[str], str] | None = None,
     interactive: bool | None = None,

@@ -20,8 +20,8 @@ class PyOmeroUploader:
 
     def __init__(self, user: str, password: str, server: str, port: int = 4064,
                  group: str | None = None, secure: bool = True):
-        self._settings = dict(host=server, port=int(port), user=user, password=password,
-                              group=group, secure=secure)
+        self._settings: dict[str, Any] = dict(host=server, port=int(port), user=user,
+                                              password=password, group=group, secure=secure)
 
     def __repr__(self) -> str:  # never show the password
         s = self._settings

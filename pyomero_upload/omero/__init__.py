@@ -15,5 +15,6 @@ it is absent).
 """
 
 from ._ice import INSTALL_HINT, require_omero
+from .connection import Connection, ConnectionSettings, connect
 
-__all__ = ["INSTALL_HINT", "require_omero"]
+__all__ = ["INSTALL_HINT", "Connection", "ConnectionSettings", "connect", "require_omero"]

@@ -18,13 +18,10 @@ INSTALL_HINT = (
     "for your Python), or use the omero_uploader Docker image"
 )
 
-Glacier2: Any = None
-Ice: Any = None
-omero: Any = None
-IMPORT_ERROR: ImportError | None = None
-try:
-    import Glacier2  # noqa: F401 - re-exported
-    import Ice  # noqa: F401 - re-exported
+
+def _load() -> tuple[Any, Any, Any]:
+    import Glacier2
+    import Ice
     import omero
     import omero.clients  # noqa: F401  (registers the model object factories)
     import omero.cmd  # noqa: F401
@@ -32,7 +29,18 @@ try:
     import omero.model  # noqa: F401
     import omero.rtypes  # noqa: F401
     import omero.sys  # noqa: F401
+
+    return Glacier2, Ice, omero
+
+
+Glacier2: Any
+Ice: Any
+omero: Any
+IMPORT_ERROR: ImportError | None = None
+try:
+    Glacier2, Ice, omero = _load()
 except ImportError as _exc:  # pragma: no cover - exercised where omero-py is absent
+    Glacier2 = Ice = omero = None
     IMPORT_ERROR = _exc
 
 

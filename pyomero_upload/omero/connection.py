@@ -307,6 +307,9 @@ class _Retrying:
         self._conn, self._get, self._name, self._idempotent = conn, get, name, idempotent
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):  # copy, pickle and friends probe for these
+            raise AttributeError(method)
+
         def call(*args: Any, **kwargs: Any) -> Any:
             return self._conn.retry(
                 lambda: getattr(self._get(self._conn.sf), method)(*args, **kwargs),
