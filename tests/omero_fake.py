@@ -667,7 +667,7 @@ class FakeClient:
         self.session = FakeSession(self.s, key)
         return self.session
 
-    def getSession(self):  # noqa: N802
+    def getSession(self, blocking=True):  # noqa: N802
         if self.session is None:
             raise omero.ClientError("No session. Use createSession first.")
         return self.session
@@ -675,7 +675,7 @@ class FakeClient:
     def getSessionId(self):  # noqa: N802
         return self.getSession().key
 
-    def createClient(self, secure=True):  # noqa: N802
+    def createClient(self, secure):  # noqa: N802
         """A second client joined to the same session (clients.py createClient)."""
         self.s.record("client", f"createClient(secure={secure})")
         other = FakeClient(self.s, self.s.host, self.s.port)
@@ -706,7 +706,7 @@ class FakeClient:
         self.s.files[f.id.val] = data
         return f
 
-    def submit(self, req, loops=10, ms=500, failonerror=True, ctx=None):
+    def submit(self, req, loops=10, ms=500, failonerror=True, ctx=None, failontimeout=True):
         self.s.record("client", "submit", self.session)
         if not isinstance(req, omero.cmd.Delete2):
             raise omero.ApiUsageException(None, None, "fake only knows Delete2")

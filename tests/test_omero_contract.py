@@ -558,3 +558,39 @@ def test_3000_uint16_plane_over_16_mib_goes_in_full_width_strips(server, tmp_pat
     assert server.counts["RawPixelsStore.setTile"] == 2  # rows 0-2795, 2796-2999 at x = 0
     assert list(server.pyramid.values()) == [False]
     _check_planes(server, planes, ["GFP"])
+
+
+def _arity(fn):
+    import inspect
+
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.name not in ("self", "ctx", "_ctx") and p.kind is p.POSITIONAL_OR_KEYWORD]
+    return len([p for p in params if p.default is p.empty]), len(params)
+
+
+def test_fake_methods_match_the_ice_stubs():
+    """Each fake method exists on omero-py's proxy with the same arguments, so a
+    call the fake accepts is a call the real stubs accept."""
+    import omero_fake as fake
+
+    api = omero.api
+    pairs = {
+        fake.FakeQuery: api.IQueryPrx, fake.FakeUpdate: api.IUpdatePrx,
+        fake.FakePixelsService: api.IPixelsPrx, fake.FakeRawPixelsStore: api.RawPixelsStorePrx,
+        fake.FakeRendering: api.IRenderingSettingsPrx, fake.FakeThumbnails: api.ThumbnailStorePrx,
+        fake.FakeTable: omero.grid.TablePrx, fake.FakeResources: omero.grid.SharedResourcesPrx,
+        fake.FakeAdmin: api.IAdminPrx, fake.FakeSession: api.ServiceFactoryPrx,
+        fake.FakeClient: omero.clients.BaseClient,
+    }
+    checked = 0
+    for cls, prx in pairs.items():
+        for name, fn in vars(cls).items():
+            if name.startswith("_") or not callable(fn) or name in (
+                    "rec", "check", "lose_connection", "close" if cls is fake.FakeSession else ""):
+                continue
+            real = getattr(prx, name, None)
+            assert real is not None, f"{prx.__name__} has no {name}"
+            (need, total), (real_need, real_total) = _arity(fn), _arity(real)
+            assert total == real_total and need >= real_need, f"{cls.__name__}.{name}"
+            checked += 1
+    assert checked >= 35
