@@ -594,3 +594,16 @@ def test_fake_methods_match_the_ice_stubs():
             assert total == real_total and need >= real_need, f"{cls.__name__}.{name}"
             checked += 1
     assert checked >= 35
+
+
+def test_lost_connection_during_a_pyramid_stops_and_the_rerun_replaces_it(server, demo, capsys):
+    """A pyramid is written to a temporary file until the store closes
+    (BfPyramidPixelBuffer): a new session cannot resume it, so the run stops."""
+    server.max_plane = (500, 500)
+    server.fail = FailAt("RawPixelsStore.setTile", 5, Ice.ConnectionLostException(), 1)
+    assert upload(demo, "-x", "--workers", "1") == cli.EXIT_OMERO
+    assert "while writing a pyramid image" in capsys.readouterr().err
+    server.fail = None
+    assert upload(demo, "-x") == 0
+    assert sorted(unwrap(i.name) for i in server.kind("ImageI")) == ["pos001", "pos002", "pos003"]
+    assert len(server.pyramid) == 3 and server.sessions == {}
