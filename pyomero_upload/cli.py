@@ -1,7 +1,9 @@
 """Command-line interface: ``pyomero-upload`` (or ``python -m pyomero_upload``).
 
-Exit codes: 0 success, 1 bad input (one line naming the file and the
-problem), 2 usage error, 130 interrupted.
+Exit codes (:data:`EXIT_CODES`, the only place they are set): 0 success, 1 bad
+input (one line naming the file and the problem), 2 usage error, 3 login
+refused, 4 unknown host, 5 connection refused, 6 timeout, 7 other OMERO error,
+8 OMERO libraries missing, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError
+from .errors import (
+    ConnectionRefusedError_,
+    InputError,
+    LoginRefusedError,
+    OmeroError,
+    OmeroMissingError,
+    OmeroTimeoutError,
+    UnknownHostError,
+    UsageError,
+)
 from .layout import (
     DEFAULT_PLANE_PATTERN,
     DEFAULT_POSITION_PATTERN,
@@ -28,10 +39,26 @@ from .model import ExperimentMetadata
 log = logging.getLogger("pyomero_upload")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_AUTH, EXIT_UNKNOWN_HOST, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_OMERO, EXIT_NO_OMERO = range(3, 9)
+#: Exception class -> exit code; the first match in this order wins.
+EXIT_CODES: dict[type[Exception], int] = {
+    InputError: EXIT_INPUT,  # PluginError included: a plug-in's bug is not the server's
+    UsageError: EXIT_USAGE,
+    LoginRefusedError: EXIT_AUTH,
+    UnknownHostError: EXIT_UNKNOWN_HOST,
+    ConnectionRefusedError_: EXIT_REFUSED,
+    OmeroTimeoutError: EXIT_TIMEOUT,
+    OmeroMissingError: EXIT_NO_OMERO,
+    OmeroError: EXIT_OMERO,
+}
 
 
-class UsageError(Exception):
-    """Arguments that parse but cannot work together."""
+def exit_code(exc: Exception) -> int | None:
+    """The exit code for one of our exceptions (None: not ours, a bug)."""
+    for cls, code in EXIT_CODES.items():
+        if isinstance(exc, cls):
+            return code
+    return None
 
 
 def _positive_int(text: str) -> int:
@@ -243,24 +270,12 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def connect(args: argparse.Namespace):
-    """Resolve the settings and log in once; the caller closes the connection."""
-    from . import omero_client as oc
-    from .credentials import resolve
+    """Log in once with the upload options' settings; the caller closes the connection."""
+    from .omero.connection import connect as omero_connect
 
-    oc.require_omero()
-    session_key = args.session_key
-    host = args.host
-    if not session_key and not args.user and not os.environ.get("OMERO_USER"):
-        stored = oc.stored_session()
-        if stored and (host is None or host == stored[0]):
-            host, session_key = stored[0], stored[3]
-            log.info("using the session `omero login` stored for %s@%s", stored[2], host)
-    r = resolve(host=host, port=args.port, user=args.user, group=args.group,
-                session_key=session_key, config=args.config,
-                secure=False if args.insecure else None)
-    settings = oc.ConnectionSettings(r.host, r.port, r.user, r.password, r.group, r.secure,
-                                     r.session_key)
-    return oc.Connection.open(settings)
+    return omero_connect(host=args.host, port=args.port, user=args.user, group=args.group,
+                         session_key=args.session_key, config=args.config,
+                         secure=False if args.insecure else None)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -282,18 +297,17 @@ def cmd_upload(args: argparse.Namespace) -> int:
         provenance=args.provenance,
         dry_run=args.dry_run,
     )
+    from .omero import require_omero
+
+    require_omero()
     conn = connect(args)
     try:
         show = sys.stderr.isatty() and not args.quiet and not args.dry_run
         with tqdm(total=exp.nbytes, unit="B", unit_scale=True, desc="upload",
                   disable=not show) as bar:
+            # omero-py/Ice failures arrive as OmeroError; anything else is a bug and
+            # keeps its traceback (a plug-in's arrives as PluginError).
             result = upload_experiment(conn, exp, metadata, options, processor, bar.update)
-    except (InputError, UsageError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # Ice and server errors: one line, own exit code
-        from . import omero_client as oc
-
-        raise oc.as_omero_error(exc, conn.settings) from None
     finally:
         conn.close()
     if not args.quiet:
@@ -463,22 +477,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return args.func(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except UsageError as exc:
-        print(f"usage error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:  # output piped to `head` and closed: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
         return EXIT_OK
     except Exception as exc:
-        from . import omero_client as oc
-
-        if isinstance(exc, oc.OmeroError):
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        raise
+        code = exit_code(exc)
+        if code is None:
+            raise
+        label = "usage error" if isinstance(exc, UsageError) else "error"
+        print(f"{label}: {exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
-        print("interrupted; no partial output was left behind", file=sys.stderr)
+        if args.command == "upload":
+            print("interrupted; images not finished are marked incomplete on the server and "
+                  "are replaced when you run the same command again", file=sys.stderr)
+        else:
+            print("interrupted; no partial output was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED

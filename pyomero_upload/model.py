@@ -21,6 +21,13 @@ CLIENT_MAP_NS = "openmicroscopy.org/omero/client/mapAnnotation"
 PROVENANCE_NS = "pyomero-upload/provenance"
 #: Our namespace for the record of planes filled with zeros (--allow-missing).
 FILLED_NS = "pyomero-upload/filled-planes"
+#: Our namespace for an uploaded image's state (fingerprint, complete or not) and
+#: for the dataset's "annotations complete" marker.
+SOURCE_NS = "pyomero-upload/source"
+#: Our namespace for attached raw files (the Acq and log files, attachments).
+ATTACHMENT_NS = "pyomero-upload/attachment"
+#: OMERO's namespace for tables (OMERO.tables / bulk annotations).
+BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
 
 
 @dataclass
@@ -166,9 +173,6 @@ def channel_defaults(name: str) -> ChannelInfo:
             return ChannelInfo(name, None, ex, em, color)
     return ChannelInfo(name, None, None, None, (255, 255, 255))
 
-
-#: Our namespace for the source fingerprint (and, in OMERO, the completion mark).
-SOURCE_NS = "pyomero-upload/source"
 
 #: numpy's pixel type names -> OME's (OME-XML ``Pixels/@Type``, OMERO's PixelsType).
 OME_PIXEL_TYPES = {

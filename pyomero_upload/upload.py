@@ -1,6 +1,6 @@
 """Putting an experiment into OMERO: what to create, skip or replace, and the
 default image processor.  No ``omero`` import here: the server work goes
-through :mod:`pyomero_upload.omero_client`.
+through :mod:`pyomero_upload.omero`, which answers with ids and dataclasses.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from . import omero_client as oc
 from .describe import (
     channel_spec,
     file_fingerprint,
@@ -26,8 +24,13 @@ from .describe import (
     provenance_pairs,
     source_fingerprint,
 )
+from .errors import OmeroError, PluginError
 from .layout import Experiment, Position
-from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
+from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
+from .omero import annotations as anns
+from .omero import containers, images, queries
+from .omero.connection import Connection
+from .omero.pixels import PixelWriter
 from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
 
@@ -72,6 +75,13 @@ class UploadResult:
         return line
 
 
+@dataclass(frozen=True)
+class DatasetRef:
+    """The target dataset as plug-ins see it: its id and name."""
+
+    id: int
+    name: str
+
 
 class ImageProcessor(ABC):
     """Builds and uploads the images of an experiment into a dataset.
@@ -83,10 +93,10 @@ class ImageProcessor(ABC):
     @abstractmethod
     def process(
         self,
-        conn: oc.Connection,
+        conn: Connection,
         exp: Experiment,
         metadata: ExperimentMetadata | None,
-        dataset: Any,
+        dataset: DatasetRef,
         options: UploadOptions,
         result: UploadResult,
         on_plane: Callable[[int], None] | None = None,
@@ -101,10 +111,10 @@ class DefaultImageProcessor(ImageProcessor):
         workers = options.workers or default_workers()
         settings = fingerprint_settings(metadata, options.provenance, options.hypercube,
                                         "omero-1")
-        existing = {}
-        for img in oc.existing_images(conn, dataset.id.val):
+        existing: dict[str, list[queries.ExistingImage]] = {}
+        for img in queries.existing_images(conn, dataset.id):
             existing.setdefault(img.name, []).append(img)
-        tags = oc.ensure_tags(conn, metadata.tags) if metadata and metadata.tags else []
+        tags = anns.ensure_tags(conn, metadata.tags) if metadata and metadata.tags else []
         prov = provenance_pairs(exp, action="Upload") if options.provenance else []
         lock = threading.Lock()
 
@@ -127,7 +137,7 @@ class DefaultImageProcessor(ImageProcessor):
             if options.dry_run:
                 continue
             if old:
-                oc.delete_images(conn, [o.id for o in old])
+                containers.delete_images(conn, [o.id for o in old])
             jobs.append((pos, single, fp))
         if options.dry_run or not jobs:
             return
@@ -157,13 +167,13 @@ class DefaultImageProcessor(ImageProcessor):
     # one position as a hypercube ------------------------------------------------
     def _position(self, conn, exp, pos: Position, metadata, dataset, tags, prov, fp, workers,
                   result, lock, on_plane) -> None:
-        assert pos.shape is not None and pos.dtype is not None
+        if pos.shape is None or pos.dtype is None:  # discover() probes every position
+            raise RuntimeError(f"{pos.name}: plane size and type unknown")
         y, x = pos.shape
         size = (x, y, exp.size_z, exp.size_c, exp.size_t)
         description = metadata.description if metadata else ""
-        image, pixels, source = oc.create_image(conn, dataset, pos.name, size, pos.dtype,
-                                                description, fp)
-        writer = oc.PixelWriter(conn, pixels.id.val, exp.size_z, exp.size_c, exp.size_t)
+        new = images.create_image(conn, dataset.id, pos.name, size, pos.dtype, description, fp)
+        writer = PixelWriter(conn, new.pixels_id, exp.size_z, exp.size_c, exp.size_t)
         window = prefetch_window(workers, x * y * pos.dtype.itemsize)
         stream = ordered_map(pos.read_plane, exp.plane_paths(pos), workers, window)
         try:
@@ -176,10 +186,10 @@ class DefaultImageProcessor(ImageProcessor):
             stream.close()
             writer.abort()
             raise
-        self._annotate(conn, exp, pos, image, pixels, metadata, tags, prov, fp, source,
-                       writer.minmax, list(exp.channels))
+        self._annotate(conn, exp, pos, new, metadata, tags, prov, fp, writer.minmax,
+                       list(exp.channels))
         with lock:
-            result.image_ids[pos.name] = image.id.val
+            result.image_ids[pos.name] = new.image_id
             result.planes += exp.planes_per_position
             result.nbytes += exp.position_nbytes(pos)
             result.pixel_calls += writer.calls
@@ -189,9 +199,9 @@ class DefaultImageProcessor(ImageProcessor):
                 result, lock, on_plane) -> None:
         plane = read_plane(path)
         y, x = plane.shape
-        image, pixels, source = oc.create_image(conn, dataset, path.name, (x, y, 1, 1, 1),
-                                                plane.dtype, "", fp)
-        writer = oc.PixelWriter(conn, pixels.id.val, 1, 1, 1)
+        new = images.create_image(conn, dataset.id, path.name, (x, y, 1, 1, 1), plane.dtype,
+                                  "", fp)
+        writer = PixelWriter(conn, new.pixels_id, 1, 1, 1)
         try:
             writer.add(plane)
             writer.finish()
@@ -200,28 +210,28 @@ class DefaultImageProcessor(ImageProcessor):
             raise
         if on_plane:
             on_plane(plane.nbytes)
-        self._annotate(conn, exp, None, image, pixels, metadata, tags, prov, fp, source,
-                       writer.minmax, [channel])
+        self._annotate(conn, exp, None, new, metadata, tags, prov, fp, writer.minmax, [channel])
         with lock:
-            result.image_ids[path.name] = image.id.val
+            result.image_ids[path.name] = new.image_id
             result.planes += 1
             result.nbytes += plane.nbytes
             result.pixel_calls += writer.calls
 
-    def _annotate(self, conn, exp, pos, image, pixels, metadata, tags, prov, fp, source, minmax,
+    def _annotate(self, conn, exp, pos, new: images.NewImage, metadata, tags, prov, fp, minmax,
                   channel_names) -> None:
         acq = metadata.acquisition if metadata else None
         channels = []
         for name in channel_names:
             ch = channel_spec(name, metadata)
-            channels.append(oc.ChannelFacts(name, ch.color, ch.excitation_nm, ch.emission_nm))
+            channels.append(images.ChannelFacts(name, ch.color, ch.excitation_nm,
+                                                ch.emission_nm))
         planes = []
         if pos is not None:
             for p in plane_specs(exp, pos, metadata):
-                planes.append(oc.PlaneFacts(p.z, p.c, p.t, p.delta_t_s, p.exposure_ms,
-                                            p.position_um))
-        oc.set_image_metadata(
-            conn, image, pixels, channels, planes,
+                planes.append(images.PlaneFacts(p.z, p.c, p.t, p.delta_t_s, p.exposure_ms,
+                                                p.position_um))
+        images.set_image_metadata(
+            conn, new.image_id, channels, planes,
             pixel_size_um=acq.pixel_size_um if acq else None,
             z_spacing_um=acq.z_spacing_um if acq and pos is not None and exp.size_z > 1 else None,
             time_increment_s=acq.time_interval_s if acq and pos is not None and exp.size_t > 1
@@ -236,70 +246,105 @@ class DefaultImageProcessor(ImageProcessor):
         if pos is not None and pos.missing:
             groups.append(([("Filled plane", f"T={t} C={c} Z={z}") for t, c, z in pos.missing],
                            FILLED_NS))
-        oc.link_annotations(conn, image, oc.new_maps(conn, groups) + list(tags))
-        oc.finish_rendering(conn, image.id.val, pixels.id.val, minmax)
-        oc.mark_complete(conn, source, fp)
+        anns.link_annotations(conn, "Image", new.image_id,
+                              anns.new_maps(conn, groups) + list(tags), new_target=True)
+        images.finish_rendering(conn, new.image_id, new.pixels_id, minmax)
+        images.mark_complete(conn, new.source, fp)
 
 
-def annotate_dataset(conn, dataset, exp: Experiment, metadata: ExperimentMetadata | None,
-                     provenance: bool) -> None:
+def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
+                     metadata: ExperimentMetadata | None, provenance: bool) -> None:
     """Description, tags, key-value pairs, tables, raw files and provenance on
-    the dataset, once: a marker annotation records that it was done."""
-    if oc.dataset_source_marks(conn, dataset.id.val):
+    the dataset, once: a marker annotation records that it was done.
+
+    After an interrupted first run, only what is missing is added: a namespace's
+    map, a tag, a table or a file already there is neither added nor linked again.
+    """
+    present = queries.annotations_of(conn, "Dataset", dataset_id)
+    if any(a.ns == SOURCE_NS for a in present):
         return
+    namespaces = {a.ns for a in present if a.kind == "MapAnnotation"}
+    files = {a.text for a in present if a.kind == "FileAnnotation"}
     groups = []
     if metadata and metadata.kvps:
         groups.append((metadata.kvps, CLIENT_MAP_NS))
     if provenance:
         groups.append((provenance_pairs(exp, action="Upload"), PROVENANCE_NS))
-    anns = oc.new_maps(conn, groups)
+    refs = anns.new_maps(conn, [(pairs, ns) for pairs, ns in groups if ns not in namespaces])
     if metadata and metadata.tags:
-        anns += oc.ensure_tags(conn, metadata.tags)
-    oc.link_annotations(conn, dataset, anns)
+        refs += anns.ensure_tags(conn, metadata.tags)
+    anns.link_annotations(conn, "Dataset", dataset_id, refs)
     if metadata:
         with tempfile.TemporaryDirectory() as tmp:
             for name, df in metadata.tables.items():
-                oc.attach_table(conn, dataset, name, df, Path(tmp))
+                if name not in files:
+                    anns.attach_table(conn, "Dataset", dataset_id, name, df, Path(tmp))
         for path in metadata.attachments:
-            oc.attach_file(conn, dataset, path)
-    oc.link_annotations(conn, dataset, oc.new_maps(conn, [(
+            if Path(path).name not in files:
+                anns.attach_file(conn, "Dataset", dataset_id, Path(path),
+                                 description=Path(path).name)
+    marker = anns.new_maps(conn, [(
         [("Dataset annotations", "complete"),
-         ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds"))], oc.SOURCE_NS)]))
+         ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds"))], SOURCE_NS)])
+    anns.link_annotations(conn, "Dataset", dataset_id, marker, new_target=True)
 
 
 def upload_experiment(
-    conn: oc.Connection,
+    conn: Connection,
     exp: Experiment,
     metadata: ExperimentMetadata | None,
     options: UploadOptions,
     processor: ImageProcessor | None = None,
     on_plane: Callable[[int], None] | None = None,
 ) -> UploadResult:
-    """Find or create the project and dataset, annotate them, upload the images."""
+    """Find or create the project and dataset, annotate them, upload the images.
+
+    Raises:
+        OmeroError: the server or the connection failed (any omero-py/Ice error).
+        PluginError: a custom image processor failed with anything else.
+    """
     start = time.perf_counter()
     result = UploadResult(dry_run=options.dry_run)
     project_name = options.project or (metadata.project if metadata else None)
-    project = None
-    if project_name:
-        project, created = oc.ensure_project(conn, project_name, options.dry_run)
-        result.project_id = project.id.val if project is not None else None
-        if created:
-            log.info("project %s: %s", project_name, "would be created" if options.dry_run
-                     else "created")
-    description = metadata.description if metadata else ""
-    dataset, created = oc.ensure_dataset(conn, options.dataset, project, description,
-                                         options.dry_run)
-    if dataset is None:  # dry run, dataset absent: everything would be created
-        result.created = ([p.name for p in exp.positions] if options.hypercube
-                          else [f.name for p in exp.positions for f in exp.plane_paths(p) if f])
-        result.seconds = time.perf_counter() - start
-        return result
-    result.dataset_id = dataset.id.val
-    if not options.dry_run:
-        annotate_dataset(conn, dataset, exp, metadata, options.provenance)
-    (processor or DefaultImageProcessor()).process(
-        conn, exp, metadata, dataset, options, result, on_plane
-    )
+    project_id = None
+    try:
+        if project_name:
+            project_id, created = containers.ensure_project(conn, project_name, options.dry_run)
+            result.project_id = project_id
+            if created:
+                log.info("project %s: %s", project_name, "would be created" if options.dry_run
+                         else "created")
+        description = metadata.description if metadata else ""
+        dataset_id, created = containers.ensure_dataset(conn, options.dataset, project_id,
+                                                        description, options.dry_run)
+        if dataset_id is None:  # dry run, dataset absent: everything would be created
+            result.created = ([p.name for p in exp.positions] if options.hypercube
+                              else [f.name for p in exp.positions for f in exp.plane_paths(p)
+                                    if f])
+            result.seconds = time.perf_counter() - start
+            return result
+        result.dataset_id = dataset_id
+        if not options.dry_run:
+            annotate_dataset(conn, dataset_id, exp, metadata, options.provenance)
+    except Exception as exc:
+        raise (conn.translate(exc) or exc) from None
+    processor = processor or DefaultImageProcessor()
+    try:
+        processor.process(conn, exp, metadata, DatasetRef(dataset_id, options.dataset), options,
+                          result, on_plane)
+    except (OmeroError, PluginError):
+        raise
+    except Exception as exc:
+        server = conn.translate(exc)
+        if server is not None:
+            raise server from None
+        if type(processor) is DefaultImageProcessor:
+            raise  # our own bug: keep the traceback
+        name = type(processor).__name__
+        log.debug("image processor %s failed", name, exc_info=True)
+        raise PluginError(f"image processor {name}",
+                          f"failed: {type(exc).__name__}: {exc} (-v shows the traceback)"
+                          ) from exc
     result.seconds = time.perf_counter() - start
     return result
 
@@ -329,5 +374,5 @@ def load_image_processor(name: str | None = None, module_path: Path | None = Non
     return cls()
 
 
-__all__ = ["DefaultImageProcessor", "ImageProcessor", "UploadOptions", "UploadResult",
-           "upload_experiment"]
+__all__ = ["DatasetRef", "DefaultImageProcessor", "ImageProcessor", "UploadOptions",
+           "UploadResult", "upload_experiment"]

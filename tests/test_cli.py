@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
@@ -189,8 +191,8 @@ def test_bad_output_inside_input(build_layout, capsys):
 
 
 def test_works_where_omero_is_absent(demo, tmp_path):
-    """Only omero_client imports omero: everything else runs without it, and the
-    OMERO commands say what to install."""
+    """Only pyomero_upload.omero imports omero: everything else (the omero package's
+    modules included) imports and runs without it, and upload says what to install."""
     script = f"""
 import sys
 class Block:
@@ -198,6 +200,9 @@ class Block:
         if name.split('.')[0] in ('omero', 'Ice', 'Glacier2', 'IcePy'):
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
+import pyomero_upload.upload, pyomero_upload.pyomero_upload, pyomero_upload.upload_cli
+from pyomero_upload.omero import annotations, connection, containers, images, pixels, queries
+assert connection.stored_session() is None
 from pyomero_upload.cli import main
 assert main(['-q', 'export', {str(demo)!r}, '-o', {str(tmp_path)!r}]) == 0
 sys.exit(main(['upload', {str(demo)!r}, '--host', 'h', '--user', 'u']))
@@ -206,3 +211,13 @@ sys.exit(main(['upload', {str(demo)!r}, '--host', 'h', '--user', 'u']))
     assert r.returncode == 8, r.stderr
     assert "make ice-wheel" in r.stderr and "Traceback" not in r.stderr
     assert len(ome_files(tmp_path)) == 3
+
+
+def test_only_the_omero_package_imports_omero():
+    root = Path(__file__).resolve().parents[1] / "pyomero_upload"
+    pattern = re.compile(r"^\s*(import|from)\s+(omero|Ice|Glacier2|IcePy)\b", re.M)
+    offenders = sorted(
+        str(f.relative_to(root)) for f in root.rglob("*.py")
+        if pattern.search(f.read_text(encoding="utf-8"))
+        and f.relative_to(root).parts[0] not in ("omero", "testing"))
+    assert offenders == []
