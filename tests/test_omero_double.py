@@ -1,0 +1,481 @@
+"""The OMERO double refuses what a real OMERO server refuses, over the real omero.client.
+
+Each test drives ``pyomero_upload.testing.omero_double`` through omero-py's
+``omero.client`` (SSL by default, as users connect) and checks one server
+rule taken from OMERO's source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+pytest.importorskip("omero", reason="needs omero-py (the [omero] extra)")
+
+import Glacier2  # noqa: E402
+import Ice  # noqa: E402
+import omero  # noqa: E402
+import omero.all  # noqa: E402,F401  (loads every model class)
+import omero.cmd  # noqa: E402
+import omero.grid  # noqa: E402
+from omero.model import (  # noqa: E402
+    DatasetAnnotationLinkI,
+    DatasetI,
+    ExperimenterGroupI,
+    ExperimenterI,
+    ImageI,
+    ProjectDatasetLinkI,
+    ProjectI,
+    TagAnnotationI,
+)
+from omero.rtypes import rstring, unwrap  # noqa: E402
+from omero.sys import ParametersI  # noqa: E402
+
+from pyomero_upload.testing.omero_double import free_port, running_double  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def double(tmp_path_factory):
+    with running_double(tmp_path_factory.mktemp("double")) as d:
+        yield d
+
+
+@pytest.fixture
+def client(double):
+    c = omero.client(double.host, double.port)
+    c.createSession(double.user, double.password)
+    yield c
+    c.__del__()
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _pixels_type(sf, value: str):
+    return sf.getQueryService().findByQuery(
+        "select t from PixelsType t where t.value = :value",
+        ParametersI().addString("value", value))
+
+
+def _image(sf, x: int, y: int, z: int = 1, c: int = 1, t: int = 1, ptype: str = "uint16"):
+    """createImage as the uploader calls it; returns (image id, Pixels as loaded)."""
+    iid = unwrap(sf.getPixelsService().createImage(
+        x, y, z, t, list(range(c)), _pixels_type(sf, ptype), _name("img"), ""))
+    px = sf.getQueryService().findByQuery(
+        "select p from Pixels p join fetch p.channels c join fetch c.logicalChannel "
+        "where p.image.id = :iid", ParametersI().addLong("iid", iid))
+    return iid, px
+
+
+# --- start-up, state ---------------------------------------------------------------------
+
+
+def test_ready_line_help_and_state_json(tmp_path):
+    port, state = free_port(), tmp_path / "state.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyomero_upload.testing.omero_double", "--port", str(port),
+         "--insecure-port", str(free_port()), "--state", str(state), "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == f"ready 127.0.0.1:{port}"
+        c = omero.client("127.0.0.1", port)
+        c.createSession("root", "omero")
+        p = ProjectI()
+        p.setName(rstring("in the state"))
+        pid = c.getSession().getUpdateService().saveAndReturnObject(p).id.val
+        c.__del__()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    dumped = json.loads(state.read_text())
+    project = next(o for o in dumped["objects"] if o["class"] == "Project")
+    assert project["id"] == pid and project["fields"]["name"] == "in the state"
+    assert project["owner"] == 0
+    helptext = subprocess.run([sys.executable, "-m", "pyomero_upload.testing.omero_double",
+                               "--help"], capture_output=True, text=True, check=True).stdout
+    assert "TEST DOUBLE for a subset of OMERO" in helptext
+
+
+def test_state_lists_pixels_sha1_per_plane(double, client):
+    sf = client.getSession()
+    _, px = _image(sf, 8, 4, z=2)
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    plane = np.arange(32, dtype=">u2").tobytes()
+    store.setPlane(plane, 1, 0, 0)
+    store.close()
+    planes = double.state()["pixels"][str(px.id.val)]
+    assert planes["size"] == [8, 4, 2, 1, 1] and planes["pyramid"] is False
+    assert planes["planes"]["1,0,0"] == hashlib.sha1(plane).hexdigest()
+    assert planes["planes"]["0,0,0"] == hashlib.sha1(bytes(64)).hexdigest()
+
+
+# --- login and sessions ------------------------------------------------------------------
+
+
+def test_wrong_password_is_refused(double):
+    c = omero.client(double.host, double.port)
+    try:
+        with pytest.raises(Glacier2.PermissionDeniedException):
+            c.createSession(double.user, "wrong")
+    finally:
+        c.__del__()
+
+
+def test_insecure_client_reaches_the_plain_port(client):
+    plain = client.createClient(secure=False)
+    try:
+        assert not plain.isSecure()
+        ec = plain.getSession().getAdminService().getEventContext()
+        assert ec.sessionUuid == client.getSessionId()
+        assert "tcp" in str(plain.getSession()).lower() or plain.getSession() is not None
+    finally:
+        plain.getSession().detachOnDestroy()
+        plain.__del__()
+    # the login client's session is untouched by the detached second client
+    assert client.getSession().getAdminService().getEventContext().userName == "root"
+
+
+def _join(double, key):
+    c = omero.client(double.host, double.port)
+    c.joinSession(key)
+    return c
+
+
+def _alive(double, key) -> bool:
+    c = omero.client(double.host, double.port)
+    try:
+        c.joinSession(key)
+        c.getSession().detachOnDestroy()
+        return True
+    except Exception:
+        return False
+    finally:
+        c.__del__()
+
+
+def test_joined_session_survives_close_only_when_detached(double):
+    login = omero.client(double.host, double.port)
+    login.createSession(double.user, double.password)
+    key = login.getSessionId()
+    login.getSession().detachOnDestroy()  # as `omero login` leaves its session
+    login.__del__()
+    assert _alive(double, key)
+
+    joined = _join(double, key)
+    joined.getSession().detachOnDestroy()
+    joined.__del__()
+    assert _alive(double, key), "a detached client must leave the session open"
+
+    joined = _join(double, key)
+    joined.__del__()  # closeOnDestroy: the last reference goes, the session ends
+    assert not _alive(double, key)
+
+
+# --- pixels ------------------------------------------------------------------------------
+
+
+def test_stale_pixels_save_is_an_optimistic_lock_error(client):
+    sf = client.getSession()
+    _, px = _image(sf, 16, 16)
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    store.setPlane(bytes(16 * 16 * 2), 0, 0, 0)
+    saved = store.save()
+    store.close()
+    assert unwrap(saved.sha1) == hashlib.sha1(bytes(512)).hexdigest()
+    px.setSha1(rstring("stale"))
+    with pytest.raises(omero.OptimisticLockException):
+        sf.getUpdateService().saveObject(px)
+    fresh = sf.getQueryService().get("Pixels", px.id.val)
+    fresh.setSha1(rstring("reloaded"))
+    sf.getUpdateService().saveObject(fresh)  # a reloaded object saves
+    assert unwrap(sf.getQueryService().get("Pixels", px.id.val).sha1) == "reloaded"
+
+
+def test_set_stack_needs_four_arguments(client):
+    sf = client.getSession()
+    _, px = _image(sf, 4, 4, z=3)
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    data = np.arange(48, dtype=">u2").tobytes()
+    with pytest.raises(TypeError):
+        store.setStack(data, 0, 0)
+    store.setStack(data, 0, 0, 0)
+    assert store.getPlane(2, 0, 0) == data[64:]
+    store.close()
+
+
+def test_pyramid_above_3192_squared_refuses_plane_writes(client):
+    sf = client.getSession()
+    _, px = _image(sf, 3193, 3193, ptype="uint8")
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    assert store.requiresPixelsPyramid()
+    assert list(store.getTileSize()) == [256, 256]
+    with pytest.raises(omero.InternalException, match="Non-tile based writing unsupported"):
+        store.setPlane(bytes(3193 * 3193), 0, 0, 0)
+    tile = bytes(range(256)) * 256
+    store.setTile(tile, 0, 0, 0, 512, 256, 256, 256)
+    assert store.getTile(0, 0, 0, 512, 256, 256, 256) == tile
+    store.close()
+
+
+def test_without_pyramid_only_full_width_tiles_at_x0(client):
+    sf = client.getSession()
+    _, px = _image(sf, 3192, 3192, ptype="uint8")
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    assert not store.requiresPixelsPyramid()
+    width, rows = store.getTileSize()
+    assert width == 3192 and rows >= 1
+    with pytest.raises(omero.InternalException, match="full row writes"):
+        store.setTile(bytes(1024 * 1024), 0, 0, 0, 0, 0, 1024, 1024)
+    with pytest.raises(omero.InternalException, match="0 offseted"):
+        store.setTile(bytes(1024 * 1024), 0, 0, 0, 1024, 0, 1024, 1024)
+    strip = bytes([7]) * (3192 * 2)
+    store.setTile(strip, 0, 0, 0, 0, 10, 3192, 2)
+    assert store.getTile(0, 0, 0, 0, 10, 3192, 2) == strip
+    store.close()
+
+
+def test_message_over_64_mb_is_refused(double, client):
+    sf = client.getSession()
+    _, px = _image(sf, 3000, 3000, z=4, ptype="uint16")  # 72 MB a timepoint
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    with pytest.raises(Ice.LocalException):
+        store.setTimepoint(bytes(3000 * 3000 * 2 * 4), 0)
+    # the server dropped the connection; a new client still logs in
+    c = omero.client(double.host, double.port)
+    c.createSession(double.user, double.password)
+    c.__del__()
+
+
+# --- update ------------------------------------------------------------------------------
+
+
+def test_duplicate_annotation_link_is_refused(client):
+    sf = client.getSession()
+    update = sf.getUpdateService()
+    d = DatasetI()
+    d.setName(rstring(_name("ds")))
+    d = update.saveAndReturnObject(d)
+    tag = TagAnnotationI()
+    tag.setTextValue(rstring("t"))
+    tag = update.saveAndReturnObject(tag)
+
+    def link():
+        li = DatasetAnnotationLinkI()
+        li.setParent(DatasetI(d.id.val, False))
+        li.setChild(TagAnnotationI(tag.id.val, False))
+        return li
+
+    update.saveArray([link()])
+    with pytest.raises(omero.ValidationException, match="unique"):
+        update.saveArray([link()])
+    with pytest.raises(omero.ValidationException, match="unique"):
+        update.saveArray([link(), link()])
+
+
+def test_not_null_fields_are_required(client):
+    update = client.getSession().getUpdateService()
+    with pytest.raises(omero.ValidationException, match="name"):
+        update.saveObject(ProjectI())
+    li = ProjectDatasetLinkI()
+    li.setParent(ProjectI(1, False))
+    with pytest.raises(omero.ValidationException):
+        update.saveObject(li)
+
+
+# --- queries -----------------------------------------------------------------------------
+
+
+def test_queries_the_client_sends(client):
+    sf = client.getSession()
+    update, query = sf.getUpdateService(), sf.getQueryService()
+    uid = sf.getAdminService().getEventContext().userId
+    name = _name("proj")
+    p = ProjectI()
+    p.setName(rstring(name))
+    p = update.saveAndReturnObject(p)
+    d = DatasetI()
+    d.setName(rstring("inside"))
+    d = update.saveAndReturnObject(d)
+    li = ProjectDatasetLinkI()
+    li.setParent(ProjectI(p.id.val, False))
+    li.setChild(DatasetI(d.id.val, False))
+    update.saveObject(li)
+    found = query.findAllByQuery(
+        "select p from Project p where p.name = :name and p.details.owner.id = :uid "
+        "order by p.id", ParametersI().addString("name", name).addLong("uid", uid))
+    assert [f.id.val for f in found] == [p.id.val]
+    found = query.findAllByQuery(
+        "select d from Dataset d join d.projectLinks l where d.name = :name "
+        "and l.parent.id = :pid and d.details.owner.id = :uid order by d.id",
+        ParametersI().addString("name", "inside").addLong("pid", p.id.val).addLong("uid", uid))
+    assert [f.id.val for f in found] == [d.id.val]
+    rows = query.projection(
+        "select d.id, d.name, p.name from Dataset d left outer join d.projectLinks l "
+        "left outer join l.parent p where d.name like :pattern order by d.id desc",
+        ParametersI().addString("pattern", "insi%"))
+    assert [unwrap(r) for r in rows[0]] == [d.id.val, "inside", name]
+    assert query.findByQuery("select p from Project p where p.name = :name",
+                             ParametersI().addString("name", "no such")) is None
+
+
+def test_unsupported_query_is_a_clear_error(client):
+    query = client.getSession().getQueryService()
+    hql = "select count(p) from Project p group by p.name"
+    with pytest.raises(omero.QueryException) as err:
+        query.findAllByQuery(hql, None)
+    assert hql in err.value.message
+    with pytest.raises(omero.QueryException, match="not mapped"):
+        query.findAllByQuery("select x from NoSuchThing x", None)
+
+
+def test_fetch_joins_load_what_was_asked_only(client):
+    sf = client.getSession()
+    iid, px = _image(sf, 4, 4, c=2)
+    assert [unwrap(ch.getLogicalChannel().isLoaded()) for ch in px.copyChannels()] == [True] * 2
+    bare = sf.getQueryService().findByQuery("select p from Pixels p where p.image.id = :iid",
+                                            ParametersI().addLong("iid", iid))
+    with pytest.raises(omero.UnloadedEntityException):
+        bare.copyChannels()
+
+
+# --- groups ------------------------------------------------------------------------------
+
+
+def test_objects_of_another_group_are_invisible(double, client):
+    sf = client.getSession()
+    admin = sf.getAdminService()
+    group = ExperimenterGroupI()
+    group.setName(rstring(_name("lab")))
+    group.setLdap(omero.rtypes.rbool(False))
+    gid = admin.createGroup(group)
+    user = ExperimenterI()
+    uname = _name("bob")
+    user.setOmeName(rstring(uname))
+    user.setFirstName(rstring("Bob"))
+    user.setLastName(rstring("B"))
+    user.setLdap(omero.rtypes.rbool(False))
+    admin.createExperimenterWithPassword(user, rstring("pw"), ExperimenterGroupI(gid, False), [])
+    p = ProjectI()
+    p.setName(rstring("root's"))
+    pid = sf.getUpdateService().saveAndReturnObject(p).id.val
+
+    bob = omero.client(double.host, double.port)
+    bob.createSession(uname, "pw")
+    try:
+        bsf = bob.getSession()
+        assert bsf.getAdminService().getEventContext().groupId == gid
+        assert bsf.getQueryService().find("Project", pid) is None
+        with pytest.raises(omero.ValidationException):
+            bsf.getQueryService().get("Project", pid)
+        with pytest.raises(omero.SecurityViolation):
+            bsf.setSecurityContext(ExperimenterGroupI(0, False))
+        g = bsf.getAdminService().lookupGroup(unwrap(group.name))
+        bsf.setSecurityContext(ExperimenterGroupI(g.id.val, False))
+        with pytest.raises(omero.ApiUsageException):
+            bsf.getAdminService().lookupGroup("no such group")
+    finally:
+        bob.__del__()
+
+
+# --- tables ------------------------------------------------------------------------------
+
+
+def test_table_column_rules_and_read_back(client):
+    resources = client.getSession().sharedResources()
+    assert resources.areTablesEnabled()
+    table = resources.newTable(1, "doses.h5")
+    cols = [omero.grid.LongColumn("Dose", "", [1, 2]),
+            omero.grid.StringColumn("Drug", "", 4, ["a", "bcd"])]
+    with pytest.raises(omero.ApiUsageException, match="Duplicate"):
+        table.initialize([omero.grid.LongColumn("X", "", []), omero.grid.LongColumn("X", "", [])])
+    table.initialize([omero.grid.LongColumn("Dose", "", []),
+                      omero.grid.StringColumn("Drug", "", 4, [])])
+    with pytest.raises(omero.ApiUsageException, match="Already initialized"):
+        table.initialize([omero.grid.LongColumn("Dose", "", [])])
+    with pytest.raises(omero.ValidationException):
+        table.addData([omero.grid.DoubleColumn("Dose", "", [1.0])])
+    with pytest.raises(omero.ValidationException, match="longer"):
+        table.addData([omero.grid.LongColumn("Dose", "", [1]),
+                       omero.grid.StringColumn("Drug", "", 4, ["toolong"])])
+    table.addData(cols)
+    assert [h.name for h in table.getHeaders()] == ["Dose", "Drug"]
+    data = table.readCoordinates([1])
+    assert [c.values for c in data.columns] == [[2], ["bcd"]]
+    fid = table.getOriginalFile().id.val
+    table.close()
+    again = resources.openTable(omero.model.OriginalFileI(fid, False))
+    assert again.getNumberOfRows() == 2
+    again.close()
+
+
+# --- delete ------------------------------------------------------------------------------
+
+
+def test_delete2_removes_the_graph_and_reports_errors(client):
+    sf = client.getSession()
+    iid, px = _image(sf, 4, 4)
+    d = DatasetI()
+    d.setName(rstring(_name("ds")))
+    d = sf.getUpdateService().saveAndReturnObject(d)
+    li = omero.model.DatasetImageLinkI()
+    li.setParent(DatasetI(d.id.val, False))
+    li.setChild(ImageI(iid, False))
+    sf.getUpdateService().saveObject(li)
+    cb = client.submit(omero.cmd.Delete2(targetObjects={"Image": [iid]}), loops=10, ms=100)
+    deleted = cb.getResponse().deletedObjects
+    assert iid in deleted["ome.model.Image"] and px.id.val in deleted["ome.model.Pixels"]
+    assert deleted["ome.model.DatasetImageLink"]
+    query = sf.getQueryService()
+    assert query.find("Image", iid) is None and query.find("Pixels", px.id.val) is None
+    assert query.find("Dataset", d.id.val) is not None
+    with pytest.raises(omero.CmdError):
+        client.submit(omero.cmd.Delete2(targetObjects={"Image": [iid]}), loops=10, ms=100)
+
+
+# --- files and thumbnails ------------------------------------------------------------------
+
+
+def test_upload_and_read_back_a_file(client, tmp_path):
+    src = tmp_path / "notes.txt"
+    src.write_bytes(b"x" * 3000 + b"end")
+    ofile = client.upload(str(src), name="notes.txt", type="text/plain")
+    stored = client.getSession().getQueryService().get("OriginalFile", ofile.id.val)
+    assert unwrap(stored.size) == 3003  # set by RawFileStore.close, as on the server
+    assert unwrap(stored.hash) == hashlib.sha1(src.read_bytes()).hexdigest()
+    store = client.getSession().createRawFileStore()
+    store.setFileId(ofile.id.val)
+    assert store.read(2990, 100) == b"x" * 10 + b"end"
+    store.close()
+
+
+def test_thumbnail_of_written_pixels(client):
+    sf = client.getSession()
+    _, px = _image(sf, 64, 32)
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    store.setPlane(np.arange(64 * 32, dtype=">u2").tobytes(), 0, 0, 0)
+    store.close()
+    thumbs = sf.createThumbnailStore()
+    assert thumbs.setPixelsId(px.id.val)
+    jpeg = thumbs.getThumbnailByLongestSide(omero.rtypes.rint(16))
+    thumbs.close()
+    assert jpeg[:2] == b"\xff\xd8"
+
+
+def test_unimplemented_operation_says_so(client):
+    with pytest.raises(omero.ApiUsageException, match="not implemented by the OMERO double"):
+        client.getSession().getPixelsService().getAllEnumerations("PixelsType")
