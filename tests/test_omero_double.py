@@ -11,7 +11,9 @@ import hashlib
 import json
 import signal
 import subprocess
+import os
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -479,3 +481,39 @@ def test_thumbnail_of_written_pixels(client):
 def test_unimplemented_operation_says_so(client):
     with pytest.raises(omero.ApiUsageException, match="not implemented by the OMERO double"):
         client.getSession().getPixelsService().getAllEnumerations("PixelsType")
+
+
+def test_a_dropped_connection_ends_the_session(double):
+    c = omero.client(double.host, double.port)
+    c.createSession(double.user, double.password)
+    key = c.getSessionId()
+    assert _alive(double, key)
+    c.getSession().ice_getConnection().close(True)  # the network goes, no destroySession
+    c.getCommunicator().destroy()
+    for _ in range(50):  # Glacier2 notices the closed connection
+        if not _alive(double, key):
+            break
+        time.sleep(0.1)
+    assert not _alive(double, key)
+
+
+def test_omero_cli_login_and_stored_session(double, tmp_path):
+    env = {**os.environ, "OMERO_SESSIONDIR": str(tmp_path / "sessions"),
+           "OMERO_USERDIR": str(tmp_path / "user")}
+    cli = "from omero.cli import argv; import sys; argv(['omero'] + sys.argv[1:])"
+
+    def omero_cli(*args):
+        # omero.cli.argv, not bin/omero: that refuses to run as root (omero/main.py)
+        return subprocess.run([sys.executable, "-c", cli, *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    server = ["-s", double.host, "-p", str(double.port), "-u", double.user]
+    first = omero_cli("login", *server, "-w", double.password)
+    assert "Created session" in first.stdout + first.stderr, first.stderr
+    again = omero_cli("login", *server)
+    assert "Using session" in again.stdout + again.stderr, again.stderr
+    from omero.util.sessions import SessionsStore
+
+    host, user, key, port = SessionsStore(tmp_path / "sessions").get_current()
+    assert (host, user, int(port)) == (double.host, double.user, double.port)
+    assert _alive(double, key)  # `omero login` detached: its session outlives the CLI

@@ -1334,6 +1334,26 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+class ConnectionWatch(Ice.ConnectionCallback):
+    """Glacier2 destroys a client's session when its connection closes (as on a
+    lost network): the factories logged in over that connection are destroyed."""
+
+    def __init__(self, server: DoubleServer, key: str) -> None:
+        self.server = server
+        self.key = key
+        self.factories: list[ServiceFactory] = []
+
+    def heartbeat(self, con):
+        pass
+
+    def closed(self, con):
+        with self.server.lock:
+            self.server.watches.pop(self.key, None)
+            for sf in self.factories:
+                if sf in sf.session.factories:  # not yet destroyed by destroySession
+                    sf.destroy_factory()
+
+
 class DoubleServer:
     """The Ice communicator, adapter, router and database of one running double."""
 
@@ -1346,6 +1366,7 @@ class DoubleServer:
         self.config: dict[str, str] = {"omero.db.uuid": self.db_uuid}
         self.sessions: dict[str, SessionState] = {}
         self.by_client: dict[str, ServiceFactory] = {}
+        self.watches: dict[str, ConnectionWatch] = {}
         self.host, self.port, self.insecure_port = host, port, insecure_port
         # The groups and root user every OMERO has (ids as in the Roles).
         self.db.add_group("system", "rwr---", oid=0)
@@ -1408,6 +1429,13 @@ class DoubleServer:
             old.destroy_factory()
         self.by_client[client_id] = sf
         current.adapter.add(sf, sf.identity)
+        if current.con is not None:
+            key = current.con.toString()
+            watch = self.watches.get(key)
+            if watch is None:
+                watch = self.watches[key] = ConnectionWatch(self, key)
+                current.con.setCallback(watch)
+            watch.factories.append(sf)
         return Glacier2.SessionPrx.uncheckedCast(current.adapter.createProxy(sf.identity))
 
     def drop_factory(self, sf: ServiceFactory) -> None:
