@@ -22,6 +22,30 @@ from .model import Database, collection_of, kind_of, proxy, shallow
 TOKEN = re.compile(r"\s*(:\w+|'[^']*'|\d+|[A-Za-z_][\w.]*|[(),=<>!]+|\S)")
 
 
+def _known_property(name: str) -> bool:
+    """True if some mapped class has this property (HQL lets a query name a subclass's
+    property on a superclass alias; rows of other subclasses simply have none)."""
+    if not _PROPERTIES:
+        for attr in dir(M):
+            cls = getattr(M, attr)
+            if attr.endswith("I") and isinstance(cls, type) and issubclass(cls, M.IObject):
+                try:
+                    _PROPERTIES.update(k[1:] for k in vars(cls()))
+                except Exception:  # noqa: S112 (abstract or odd classes have none to offer)
+                    continue
+        _PROPERTIES.update(n for _, n in _collections())
+    return name in _PROPERTIES
+
+
+def _collections():
+    from .model import COLLECTIONS
+
+    return list(COLLECTIONS) + [("", "annotationLinks")]
+
+
+_PROPERTIES: set[str] = set()
+
+
 def _unsupported(query: str, why: str) -> omero.QueryException:
     return omero.QueryException(
         message=f"the OMERO double cannot run this query ({why}): {query}")
@@ -157,6 +181,8 @@ class Runner:
                 if value is None:
                     return None
                 if not hasattr(value, "_" + part):
+                    if _known_property(part):
+                        return None
                     raise omero.QueryException(message=f"could not resolve property: "
                                                f"{'.'.join(parts[i:])} of: {kind_of(value)}")
                 value = getattr(value, "_" + part)
@@ -178,6 +204,8 @@ class Runner:
                 elif hasattr(src, "_" + j.path):
                     one = self.resolve(getattr(src, "_" + j.path))
                     targets = [one] if one is not None else []
+                elif _known_property(j.path):
+                    targets = []
                 else:
                     raise omero.QueryException(
                         message=f"could not resolve property: {j.path} of: {kind_of(src)}")
@@ -227,7 +255,7 @@ class Runner:
                         if self.visible(c)]
                 setattr(out, f"_{j.path}Seq", kids)
                 setattr(out, f"_{j.path}Loaded", True)
-            else:
+            elif hasattr(obj, "_" + j.path):
                 target = self.resolve(getattr(obj, "_" + j.path))
                 setattr(out, "_" + j.path,
                         None if target is None else self.materialize(target, j.alias, q))
