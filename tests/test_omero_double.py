@@ -416,7 +416,7 @@ def test_objects_of_another_group_are_invisible(double, client):
         bsf = bob.getSession()
         assert bsf.getAdminService().getEventContext().groupId == gid
         assert bsf.getQueryService().find("Project", pid) is None
-        with pytest.raises(omero.ValidationException):
+        with pytest.raises(omero.ApiUsageException, match="not available"):
             bsf.getQueryService().get("Project", pid)
         with pytest.raises(omero.SecurityViolation):
             bsf.setSecurityContext(ExperimenterGroupI(0, False))
@@ -472,10 +472,21 @@ def test_delete2_removes_the_graph_and_reports_errors(client):
     li.setParent(DatasetI(d.id.val, False))
     li.setChild(ImageI(iid, False))
     sf.getUpdateService().saveObject(li)
+    kv = omero.model.MapAnnotationI()
+    kv.setMapValue([omero.model.NamedValue("k", "v")])
+    kv = sf.getUpdateService().saveAndReturnObject(kv)
+    ali = omero.model.ImageAnnotationLinkI()
+    ali.setParent(ImageI(iid, False))
+    ali.setChild(omero.model.MapAnnotationI(kv.id.val, False))
+    sf.getUpdateService().saveObject(ali)
+    dry = client.submit(omero.cmd.Delete2(targetObjects={"Image": [iid]}, dryRun=True))
+    assert iid in dry.getResponse().deletedObjects["ome.model.Image"]
+    assert sf.getQueryService().find("Image", iid) is not None  # a dry run deletes nothing
     cb = client.submit(omero.cmd.Delete2(targetObjects={"Image": [iid]}), loops=10, ms=100)
     deleted = cb.getResponse().deletedObjects
     assert iid in deleted["ome.model.Image"] and px.id.val in deleted["ome.model.Pixels"]
     assert deleted["ome.model.DatasetImageLink"]
+    assert deleted["ome.model.MapAnnotation"] == [kv.id.val]  # orphaned by the delete
     query = sf.getQueryService()
     assert query.find("Image", iid) is None and query.find("Pixels", px.id.val) is None
     assert query.find("Dataset", d.id.val) is not None

@@ -50,7 +50,9 @@ from .model import (
 # omero.pixeldata.max_plane_width/height defaults 3192).
 MAX_PLANE = 3192 * 3192
 PYRAMID_TILE = 256  # omero.pixeldata.tile_width/height defaults
-# The server's Ice.MessageSizeMax, in KB (omero-blitz etc/templates/grid/templates.xml).
+# The server's Ice.MessageSizeMax in KB: 64 MB (OMERO.server etc/templates/grid/
+# templates.xml, as recorded in docs/OMERO_RULES.md; omero-py's client allows 250 MB,
+# omero_Constants_ice.py MESSAGESIZEMAX). Ice itself refuses bigger requests.
 SERVER_MESSAGE_SIZE_MAX_KB = 65536
 SESSION_TIMEOUT_MS = 600000
 
@@ -207,12 +209,13 @@ class Servant:
         g = int(group) if group not in (None, "") else None
         return Runner(self.db, lambda o: self.visible(o, g))
 
-    def load(self, kind: str, oid: int, what: str = "object") -> Any:
+    def load(self, kind: str, oid: int) -> Any:
         obj = self.db.get(kind, oid)
         if obj is None or not self.visible(obj):
-            # omero-server ome/logic/QueryImpl.java get: missing or unreadable rows
-            raise omero.ValidationException(
-                message=f"No row with the given identifier exists: [{kind}#{oid}]")
+            # omero-server src/main/java/ome/logic/QueryImpl.java get
+            raise omero.ApiUsageException(message=(
+                f"The requested object (ome.model.{kind},{oid}) is not available.\n"
+                "Please use IQuery.find to determine existence.\n"))
         return obj
 
 
@@ -685,8 +688,8 @@ def _not_null(kind: str, row: Any) -> None:
 
 
 def _unique_links(db: Database, rows: list[tuple[tuple[str, int], Any]]) -> None:
-    """Links are UNIQUE(parent, child, owner) (omero-model's sql footer,
-    e.g. ``..._parent_child_owner`` constraints on every link table)."""
+    """Every link table has ``<table>_parent_key UNIQUE (parent, child, owner_id)``
+    (OMERO's schema DDL, sql/psql/OMERO*/psql-footer.sql, generated from omero-model)."""
     batch = [(k, r) for k, r in rows if k[0].endswith("Link")]
     for (kind, oid), row in batch:
         key = (unwrap(row.parent.id), unwrap(row.child.id), unwrap(row.details.owner.id))
@@ -697,7 +700,7 @@ def _unique_links(db: Database, rows: list[tuple[tuple[str, int], Any]]) -> None
                     unwrap(other.details.owner.id)) == key:
                 raise omero.ValidationException(message=(
                     f"duplicate key value violates unique constraint "
-                    f"\"{kind.lower()}_parent_child_owner\": parent={key[0]} child={key[1]} "
+                    f"\"{kind.lower()}_parent_key\": parent={key[0]} child={key[1]} "
                     f"owner={key[2]}"))
 
 
@@ -705,8 +708,10 @@ def _unique_links(db: Database, rows: list[tuple[tuple[str, int], Any]]) -> None
 class PixelsService(Servant):
     def createImage(self, sx, sy, sz, st, channels, ptype, name, description, current):
         # omero-server src/main/java/ome/logic/PixelsImpl.java createImage
-        if min(sx, sy, sz, st) < 1 or not channels:
-            raise omero.ValidationException(message="sizes must be >= 1 and channels non-empty")
+        if not channels:
+            raise omero.ValidationException(message="Channel list must be filled.")
+        if min(sx, sy, sz, st) < 1:  # the pixels table's CHECK (size* > 0) constraints
+            raise omero.ValidationException(message="Pixels sizes must be positive")
         ptype = self.load("PixelsType", unwrap(ptype.id))
         image = M.ImageI()
         image.setName(rstring(name))
@@ -1195,9 +1200,10 @@ def _empty(c: Any) -> Any:
 
 # --- Delete2 ----------------------------------------------------------------------------
 
-# What a delete takes with it (omero-blitz src/main/resources/ome/services/blitz-graph-rules.xml,
-# the delete rules): containers their orphaned contents, images their pixels, channels
-# and plane infos, every object its links, annotations when orphaned (tags stay).
+# What a delete takes with it (omero-blitz src/main/resources/ome/services/graph-rules/
+# blitz-delete-rules.xml): containers their orphaned contents, images their pixels,
+# channels and plane infos, every object its links; annotations left unlinked, but file
+# and tag annotations only when the annotated object's owner owns them too.
 CONTENTS = {"Project": [("datasetLinks", "child")], "Dataset": [("imageLinks", "child")],
             "Image": [("pixels", None)], "Pixels": [("channels", None), ("planeInfo", None)]}
 
@@ -1251,7 +1257,10 @@ class Handle(Servant):
         for key, obj in list(doomed.items()):
             if key[0].endswith("AnnotationLink"):
                 ann = self.db.get("Annotation", unwrap(obj.child.id))
-                if ann is None or isinstance(ann, M.TagAnnotation):
+                if ann is None:
+                    continue
+                if isinstance(ann, M.TagAnnotation | M.FileAnnotation) and unwrap(
+                        ann.details.owner.id) != unwrap(obj.details.owner.id):
                     continue
                 links = [o for (k, _), o in self.db.objects.items() if k.endswith(
                     "AnnotationLink") and unwrap(o.child.id) == unwrap(ann.id)]
