@@ -428,6 +428,59 @@ def test_objects_of_another_group_are_invisible(double, client):
         bob.__del__()
 
 
+def _group_with_users(sf, perms: str, *names: str) -> int:
+    admin = sf.getAdminService()
+    group = ExperimenterGroupI()
+    group.setName(rstring(_name("lab")))
+    group.setLdap(omero.rtypes.rbool(False))
+    group.getDetails().setPermissions(omero.model.PermissionsI(perms))
+    gid = admin.createGroup(group)
+    for name in names:
+        user = ExperimenterI()
+        user.setOmeName(rstring(name))
+        user.setFirstName(rstring(name))
+        user.setLastName(rstring(name))
+        user.setLdap(omero.rtypes.rbool(False))
+        admin.createExperimenterWithPassword(user, rstring("pw"),
+                                             ExperimenterGroupI(gid, False), [])
+    return gid
+
+
+@pytest.mark.parametrize("perms, shared", [("rw----", False), ("rwra--", True)])
+def test_private_group_hides_members_objects_from_each_other(double, client, perms, shared):
+    alice, carol = _name("alice"), _name("carol")
+    _group_with_users(client.getSession(), perms, alice, carol)
+    a = omero.client(double.host, double.port)
+    a.createSession(alice, "pw")
+    c = omero.client(double.host, double.port)
+    c.createSession(carol, "pw")
+    try:
+        p = ProjectI()
+        p.setName(rstring("alice's"))
+        pid = a.getSession().getUpdateService().saveAndReturnObject(p).id.val
+        seen = c.getSession().getQueryService().find("Project", pid)
+        assert (seen is not None) == shared
+        if shared:  # readable is not writable: only the owner (or an admin) may update
+            seen.setName(rstring("carol's now"))
+            with pytest.raises(omero.SecurityViolation):
+                c.getSession().getUpdateService().saveObject(seen)
+    finally:
+        a.__del__()
+        c.__del__()
+
+
+def test_no_group_switch_with_open_stateful_services(client):
+    sf = client.getSession()
+    gid = _group_with_users(sf, "rw----")
+    sf.getAdminService().addGroups(ExperimenterI(0, False), [ExperimenterGroupI(gid, False)])
+    store = sf.createRawPixelsStore()
+    with pytest.raises(omero.SecurityViolation, match="stateful"):
+        sf.setSecurityContext(ExperimenterGroupI(gid, False))
+    store.close()
+    sf.setSecurityContext(ExperimenterGroupI(gid, False))
+    assert sf.getAdminService().getEventContext().groupId == gid
+
+
 # --- tables ------------------------------------------------------------------------------
 
 

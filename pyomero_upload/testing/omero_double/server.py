@@ -283,7 +283,8 @@ class ServiceFactory:
         self.sf = self
         self.do_close = True  # closeOnDestroy is the default
         self.services: dict[str, Any] = {}
-        self.stateful: list[Ice.Identity] = []
+        self.owned: list[Ice.Identity] = []  # every servant of this client, for cleanup
+        self.stateful: list[Ice.Identity] = []  # stateful services still open
         self.identity = Ice.Identity(session.uuid, client_id)
 
     def check(self) -> None:
@@ -296,11 +297,11 @@ class ServiceFactory:
         ident = Ice.Identity(f"{name}-{uuid.uuid4()}", self.session.uuid)
         self.adapter.add(cls(self), ident)
         p = prx.uncheckedCast(self.adapter.createProxy(ident))
+        self.owned.append(ident)
         if stateful:
             self.stateful.append(ident)
         else:
             self.services[name] = p
-            self.stateful.append(ident)
         return p
 
     def getAdminService(self, current=None):
@@ -363,6 +364,13 @@ class ServiceFactory:
         gid = unwrap(obj.id)
         if gid not in self.session.user._member_of:
             raise omero.SecurityViolation(message=f"not a member of group {gid}")
+        # omero-blitz ome/services/blitz/fire/SessionManagerI.java checkStatefulServices
+        # (ChangeSecurityContextEvent.java): no switch while stateful services are open.
+        open_ = [Ice.identityToString(i) for f in self.session.factories for i in f.stateful]
+        if open_:
+            raise omero.SecurityViolation(message=(
+                f"SecurityContext change cancelled:\n{self.session.uuid} has active "
+                f"stateful services:\n" + "\n".join(open_)))
         previous = proxy(self.server.db.get("ExperimenterGroup", self.session.group_id))
         self.session.group_id = gid
         return previous
@@ -377,7 +385,7 @@ class ServiceFactory:
         handle = Handle(self, req)
         ident = Ice.Identity(f"Handle-{uuid.uuid4()}", self.session.uuid)
         self.adapter.add(handle, ident)
-        self.stateful.append(ident)
+        self.owned.append(ident)
         return omero.cmd.HandlePrx.uncheckedCast(self.adapter.createProxy(ident))
 
     def destroy(self, current=None):
@@ -762,6 +770,8 @@ class RenderingSettings(Servant):
 class Stateful(Servant):
     def close(self, current):
         self.sf.adapter.remove(current.id)
+        if current.id in self.sf.stateful:
+            self.sf.stateful.remove(current.id)
 
     def activate(self, current):
         pass
@@ -1079,7 +1089,7 @@ class SharedResources(Servant):
     def _open(self, fid: int):
         ident = Ice.Identity(f"Table-{uuid.uuid4()}", self.session.uuid)
         self.sf.adapter.add(Table(self.sf, fid), ident)
-        self.sf.stateful.append(ident)
+        self.sf.owned.append(ident)
         return omero.grid.TablePrx.uncheckedCast(self.sf.adapter.createProxy(ident))
 
 
@@ -1448,10 +1458,11 @@ class DoubleServer:
         return Glacier2.SessionPrx.uncheckedCast(current.adapter.createProxy(sf.identity))
 
     def drop_factory(self, sf: ServiceFactory) -> None:
-        for ident in [sf.identity] + sf.stateful:
+        for ident in [sf.identity] + sf.owned:
             with contextlib.suppress(Ice.NotRegisteredException):
                 sf.adapter.remove(ident)
         sf.stateful.clear()
+        sf.owned.clear()
         sf.services.clear()
         if sf in sf.session.factories:
             sf.session.factories.remove(sf)
