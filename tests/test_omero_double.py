@@ -596,7 +596,10 @@ def test_a_dropped_connection_ends_the_session(double):
     assert not _alive(double, key)
 
 
-def test_omero_cli_login_and_stored_session(double, tmp_path):
+def test_omero_cli_login_and_stored_session(double, client, tmp_path):
+    project = ProjectI()
+    project.setName(rstring(_name("for-hql")))
+    client.getSession().getUpdateService().saveObject(project)
     env = {**os.environ, "OMERO_SESSIONDIR": str(tmp_path / "sessions"),
            "OMERO_USERDIR": str(tmp_path / "user")}
     cli = "from omero.cli import argv; import sys; argv(['omero'] + sys.argv[1:])"
@@ -613,6 +616,8 @@ def test_omero_cli_login_and_stored_session(double, tmp_path):
     assert "Using session" in again.stdout + again.stderr, again.stderr
     from omero.util.sessions import SessionsStore
 
+    hql = omero_cli("hql", "-q", f"select p from Project p where p.name = '{unwrap(project.name)}'")
+    assert unwrap(project.name) in hql.stdout and hql.returncode == 0, hql.stderr
     host, user, key, port = SessionsStore(tmp_path / "sessions").get_current()
     assert (host, user, int(port)) == (double.host, double.user, double.port)
     assert _alive(double, key)  # `omero login` detached: its session outlives the CLI

@@ -17,7 +17,7 @@ import omero
 import omero.model as M
 from omero.rtypes import unwrap, wrap
 
-from .model import Database, collection_of, kind_of, proxy, shallow
+from .model import Database, collection_of, kind_of, shallow
 
 TOKEN = re.compile(r"\s*(:\w+|'[^']*'|\d+|[A-Za-z_][\w.]*|[(),=<>!]+|\S)")
 
@@ -272,7 +272,7 @@ class Runner:
             stop = start + unwrap(f.limit) if unwrap(f.limit) is not None else None
             rows = rows[start:stop]
         if projection:
-            return [[self.cell(r, s, text) for s in q.select] for r in rows]
+            return [[self.cell(r, s, q, text) for s in q.select] for r in rows]
         if len(q.select) != 1 or "." in q.select[0]:
             raise _unsupported(text, "a non-projection query must select one alias")
         out, seen = [], set()
@@ -285,9 +285,9 @@ class Runner:
             out.append(None if obj is None else self.materialize(obj, q.select[0], q))
         return out
 
-    def cell(self, row, path, text) -> Any:
-        if "." not in path:
+    def cell(self, row, path, q, text) -> Any:
+        if "." not in path:  # a whole object: loaded, as Hibernate returns it
             obj = row.get(path)
-            return None if obj is None else omero.rtypes.robject(proxy(obj))
+            return None if obj is None else omero.rtypes.robject(self.materialize(obj, path, q))
         value = self.value(row, path, text)
         return None if value is None else wrap(value)

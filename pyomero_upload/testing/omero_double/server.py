@@ -1344,13 +1344,17 @@ class Handle(Servant):
 # --- the server -------------------------------------------------------------------------
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
+def make_certificate(directory: Path) -> Path:
     """A self-signed certificate and key, as omero-certificates sets up for a server."""
     cert, key = directory / "server.pem", directory / "server.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    return cert, key
+    # IceSSL 3.6 wants key and certificate in one PKCS#12 file (KeyFile is deprecated).
+    p12 = directory / "server.p12"
+    subprocess.run(["openssl", "pkcs12", "-export", "-in", str(cert), "-inkey", str(key),
+                    "-out", str(p12), "-passout", "pass:"], check=True, capture_output=True)
+    return p12
 
 
 class ConnectionWatch(Ice.ConnectionCallback):
@@ -1392,12 +1396,12 @@ class DoubleServer:
         self.db.add_group("user", "rwr---", oid=1)
         self.db.add_group("guest", "rw----", oid=2)
         self.db.add_user(user, password, [0, 1], oid=0)
-        cert, key = make_certificate(workdir)
+        cert = make_certificate(workdir)
         init = Ice.InitializationData()
         init.properties = Ice.createProperties()
         props = {
             "Ice.Plugin.IceSSL": "IceSSL:createIceSSL",
-            "IceSSL.CertFile": str(cert), "IceSSL.KeyFile": str(key),
+            "IceSSL.CertFile": str(cert), "IceSSL.Password": "",
             "IceSSL.VerifyPeer": "0", "IceSSL.Ciphers": "ADH:HIGH",
             "Ice.MessageSizeMax": str(SERVER_MESSAGE_SIZE_MAX_KB),
             "Ice.ThreadPool.Server.SizeMax": "8", "Ice.ACM.Server.Timeout": "0",
