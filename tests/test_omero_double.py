@@ -621,3 +621,16 @@ def test_omero_cli_login_and_stored_session(double, client, tmp_path):
     host, user, key, port = SessionsStore(tmp_path / "sessions").get_current()
     assert (host, user, int(port)) == (double.host, double.user, double.port)
     assert _alive(double, key)  # `omero login` detached: its session outlives the CLI
+
+
+def test_blitz_gateway_get_objects(client):
+    from omero.gateway import BlitzGateway
+
+    name = _name("gw")
+    project = ProjectI()
+    project.setName(rstring(name))
+    pid = client.getSession().getUpdateService().saveAndReturnObject(project).id.val
+    conn = BlitzGateway(client_obj=client)
+    found = list(conn.getObjects("Project", attributes={"name": name}))
+    assert [(p.getId(), p.getName(), p.getOwnerOmeName()) for p in found] == [
+        (pid, name, "root")]

@@ -109,6 +109,8 @@ def parse(text: str) -> Query:
         if "." not in src:
             raise _unsupported(text, f"join on {src!r}")
         source, path = src.split(".", 1)
+        if peek() == "as":
+            take()
         alias = take() if peek() not in ("", "join", "left", "inner", "where", "order") else ""
         q.joins.append(Join(source, path, alias, outer, fetch))
     if peek() == "where":
@@ -122,6 +124,9 @@ def parse(text: str) -> Query:
                 take(")")
             elif op in ("=", "like"):
                 right = take()
+                if right == "(":  # "x = (:p)"
+                    right = take()
+                    take(")")
             else:
                 raise _unsupported(text, f"operator {op!r}")
             q.where.append((left, op, right))
@@ -199,6 +204,9 @@ class Runner:
                 src = row.get(j.source)
                 if src is None:
                     targets = []
+                elif j.path.startswith("details."):  # owner, group, events of the row
+                    one = self.resolve(getattr(src.details, "_" + j.path[8:], None))
+                    targets = [one] if one is not None else []
                 elif collection_of(kind_of(src), j.path) is not None:
                     targets = [c for c in self.db.children(src, j.path) if self.visible(c)]
                 elif hasattr(src, "_" + j.path):
@@ -250,7 +258,11 @@ class Runner:
         for j in q.joins:
             if j.source != alias or not j.fetch:
                 continue
-            if collection_of(kind_of(obj), j.path) is not None:
+            if j.path.startswith("details."):
+                target = self.resolve(getattr(obj.details, "_" + j.path[8:], None))
+                setattr(out._details, "_" + j.path[8:],
+                        None if target is None else self.materialize(target, j.alias, q))
+            elif collection_of(kind_of(obj), j.path) is not None:
                 kids = [self.materialize(c, j.alias, q) for c in self.db.children(obj, j.path)
                         if self.visible(c)]
                 setattr(out, f"_{j.path}Seq", kids)

@@ -254,17 +254,24 @@ class Database:
                       key=lambda o: unwrap(o.id))
 
     def new_event(self) -> int:
-        return next(self.events)
+        """A new Event row (OMERO records one per transaction) and its id."""
+        event = M.EventI()
+        event.setId(rlong(next(self.events)))
+        event.setTime(now())
+        self.objects[("Event", unwrap(event.id))] = event
+        return unwrap(event.id)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able dump of every object, pixels and table (the ``--state`` file)."""
         objs = []
         for (kind, oid), o in sorted(self.objects.items(), key=lambda kv: kv[0][1]):
-            if kind in ENUMS:
+            if kind in ENUMS or kind == "Event":
                 continue
             entry: dict[str, Any] = {
                 "class": kind, "id": oid,
                 "owner": unwrap(o.details.owner.id), "group": unwrap(o.details.group.id),
+                "updateEvent": unwrap(o.details.updateEvent.id)
+                if o.details.updateEvent is not None else None,
                 "fields": {k: plain(v) for k, v in fields(o).items() if v is not None},
             }
             if hasattr(o, "_annotationLinksSeq"):

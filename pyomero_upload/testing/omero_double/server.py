@@ -193,7 +193,7 @@ class Servant:
     # admins and group leaders; other groups' objects not at all in this context).
     def visible(self, obj: Any, group: int | None = None) -> bool:
         kind = kind_of(obj)
-        if kind in ENUMS or kind in ("Experimenter", "ExperimenterGroup"):
+        if kind in ENUMS or kind in ("Experimenter", "ExperimenterGroup", "Event"):
             return True
         g = unwrap(obj.details.group.id)
         s = self.session
