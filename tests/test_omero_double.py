@@ -217,6 +217,23 @@ def test_set_stack_needs_four_arguments(client):
     store.close()
 
 
+def test_written_pixels_are_read_only_to_a_new_store(client):
+    sf = client.getSession()
+    _, px = _image(sf, 4, 4)
+    first = sf.createRawPixelsStore()
+    first.setPixelsId(px.id.val, True)
+    first.setPlane(bytes(range(32)), 0, 0, 0)
+    first.close()
+    second = sf.createRawPixelsStore()
+    second.setPixelsId(px.id.val, True)
+    with pytest.raises(omero.ApiUsageException, match="Write-method not permitted"):
+        second.setPlane(bytes(32), 0, 0, 0)
+    assert second.getPlane(0, 0, 0) == bytes(range(32))
+    second.close()
+    with pytest.raises(omero.ValidationException, match="Cannot read pixels"):
+        sf.createRawPixelsStore().setPixelsId(10**9, True)
+
+
 def test_pyramid_above_3192_squared_refuses_plane_writes(client):
     sf = client.getSession()
     _, px = _image(sf, 3193, 3193, ptype="uint8")
@@ -228,8 +245,13 @@ def test_pyramid_above_3192_squared_refuses_plane_writes(client):
         store.setPlane(bytes(3193 * 3193), 0, 0, 0)
     tile = bytes(range(256)) * 256
     store.setTile(tile, 0, 0, 0, 512, 256, 256, 256)
-    assert store.getTile(0, 0, 0, 512, 256, 256, 256) == tile
     store.close()
+    reader = sf.createRawPixelsStore()
+    reader.setPixelsId(px.id.val, True)
+    assert reader.getTile(0, 0, 0, 512, 256, 256, 256) == tile
+    with pytest.raises(omero.ApiUsageException, match="read-only"):
+        reader.setTile(tile, 0, 0, 0, 0, 0, 256, 256)
+    reader.close()
 
 
 def test_without_pyramid_only_full_width_tiles_at_x0(client):

@@ -123,6 +123,7 @@ class PixelData:
     byte_width: int
     pixels_type: str
     pyramid: bool
+    exists: bool = False  # the ROMIO file or pyramid file is on disk
     planes: dict[tuple[int, int, int], bytearray] = field(default_factory=dict)
 
     @property

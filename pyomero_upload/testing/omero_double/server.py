@@ -786,18 +786,36 @@ class RawPixelsStore(Stateful):
     BfPyramidPixelBuffer (pyramid), chosen by PixelsService.requiresPixelsPyramid."""
 
     pid: int | None = None
-    modified = False
+    modified = wrote = False
+    writable = False
 
     def _data(self) -> PixelData:
         if self.pid is None:
             raise omero.ApiUsageException(message="setPixelsId has not been called")
         return self.db.pixel_data[self.pid]
 
+    def _bytes(self) -> PixelData:
+        """The buffer, for an operation that reads or writes pixel bytes."""
+        d = self._data()
+        if not d.pyramid and self.writable:
+            d.exists = True  # RomioPixelBuffer opens (creates) its file on first access
+        return d
+
     def setPixelsId(self, pid, bypass, current):
-        self.load("Pixels", pid)
-        if pid not in self.db.pixel_data:
-            raise omero.ResourceError(message=f"no pixel data for Pixels:{pid}")
+        obj = self.db.get("Pixels", pid)
+        if obj is None or not self.visible(obj) or pid not in self.db.pixel_data:
+            raise omero.ValidationException(message=f"Cannot read pixels id={pid}")
+        # PixelsService.java _getPixelBuffer: pixels already on disk (ROMIO file or
+        # pyramid) come back read-only; only a new pixels set is written.
+        self.writable = not self.db.pixel_data[pid].exists
         self.pid = pid
+        self.modified = False
+
+    def _writable(self, d: PixelData) -> None:
+        if not self.writable:
+            raise omero.ApiUsageException(message=(
+                "In read-only mode!" if d.pyramid  # BfPyramidPixelBuffer.setTile
+                else "Write-method not permitted."))  # RomioPixelBuffer.throwIfReadOnly
 
     def getPixelsId(self, current):
         return self._data() and self.pid
@@ -841,7 +859,8 @@ class RawPixelsStore(Stateful):
         return self._data().pixels_type in ("float", "double")
 
     def _no_pyramid(self) -> PixelData:
-        d = self._data()
+        d = self._bytes()
+        self._writable(d)
         if d.pyramid:  # BfPyramidPixelBuffer.setPlane/setStack/setTimepoint
             raise omero.InternalException(message=(
                 "java.lang.UnsupportedOperationException: Non-tile based writing unsupported."))
@@ -855,7 +874,7 @@ class RawPixelsStore(Stateful):
                 f"{len(planes)} plane(s) of {d.plane_size} bytes"))
         for i, (z, c, t) in enumerate(planes):
             d.plane(z, c, t, create=True)[:] = buf[i * d.plane_size:(i + 1) * d.plane_size]
-        self.modified = True
+        self.modified = self.wrote = True
 
     def setPlane(self, buf, z, c, t, current):
         d = self._no_pyramid()
@@ -870,7 +889,8 @@ class RawPixelsStore(Stateful):
         self._write(d, buf, [(z, c, t) for c in range(d.size_c) for z in range(d.size_z)])
 
     def setTile(self, buf, z, c, t, x, y, w, h, current):
-        d = self._data()
+        d = self._bytes()
+        self._writable(d)
         if not d.pyramid and x != 0:  # RomioPixelBuffer.setTile
             raise omero.InternalException(message=(
                 "java.lang.UnsupportedOperationException: ROMIO pixel buffer only supports "
@@ -889,22 +909,22 @@ class RawPixelsStore(Stateful):
         for r in range(h):
             start = (y + r) * row + x * bw
             plane[start:start + w * bw] = buf[r * w * bw:(r + 1) * w * bw]
-        self.modified = True
+        self.modified = self.wrote = True
 
     def getPlane(self, z, c, t, current):
-        return bytes(self._data().plane(z, c, t))
+        return bytes(self._bytes().plane(z, c, t))
 
     def getStack(self, c, t, current):
-        d = self._data()
+        d = self._bytes()
         return b"".join(bytes(d.plane(z, c, t)) for z in range(d.size_z))
 
     def getTimepoint(self, t, current):
-        d = self._data()
+        d = self._bytes()
         return b"".join(bytes(d.plane(z, c, t)) for c in range(d.size_c)
                         for z in range(d.size_z))
 
     def getTile(self, z, c, t, x, y, w, h, current):
-        d = self._data()
+        d = self._bytes()
         if x < 0 or y < 0 or x + w > d.size_x or y + h > d.size_y:
             raise omero.ApiUsageException(message=f"tile {x},{y} {w}x{h} outside the plane")
         plane, bw, row = d.plane(z, c, t), d.byte_width, d.size_x * d.byte_width
@@ -912,7 +932,7 @@ class RawPixelsStore(Stateful):
                         for r in range(h))
 
     def calculateMessageDigest(self, current):
-        return bytes.fromhex(self._data().sha1())
+        return bytes.fromhex(self._bytes().sha1())
 
     def save(self, current):
         # RawPixelsBean.save: sha1 of the buffer, and the Pixels row's update event
@@ -931,6 +951,10 @@ class RawPixelsStore(Stateful):
 
     def close(self, current):
         self.save(current)  # RawPixelsBean.close calls save()
+        if self.pid is not None and self.writable and self.db.pixel_data[self.pid].pyramid \
+                and self.wrote:
+            # BfPyramidPixelBuffer writes a temporary file, renamed to the pyramid on close
+            self.db.pixel_data[self.pid].exists = True
         Stateful.close(self, current)
 
 
