@@ -1,7 +1,8 @@
 """A test double for a subset of OMERO: a real Ice server on 127.0.0.1.
 
-This is NOT an OMERO server and not a place to keep data: everything lives in
-memory and is gone when it stops.  It exists so that tests can drive the
+This is NOT an OMERO server and not a place to keep data: objects live in
+memory, pixels in sparse files under the work directory, and all of it is gone
+when it stops.  It exists so that tests can drive the
 real, unmodified ``omero.client`` (omero-py) over real TCP/SSL against
 servants built on omero-py's own generated interfaces (``Glacier2.Router``,
 ``omero.api.ServiceFactory``, ``omero.api.RawPixelsStore`` ...), which check
@@ -41,7 +42,17 @@ From tests (runs the double as a subprocess; needs the ``[omero]`` extra)::
         state = d.state()                         # the JSON snapshot, now
 
 ``d`` is a :class:`DoubleHandle`: ``host``, ``port``, ``insecure_port``,
-``user``, ``password``, ``state_file`` and ``state()``.
+``user``, ``password``, ``state_file`` and ``state()``.  The admin (``root``
+by default, in the ``system`` and ``user`` groups) can create groups and
+users over IAdmin (``createGroup``, ``createExperimenterWithPassword``,
+``addGroups``) for permission tests.  Needs the ``[omero]`` extra and the
+``openssl`` command (for the certificate).
+
+Not modelled: session timeouts, server-side pyramid generation (a pyramid
+image reads back at full resolution only, tiles at any position are
+accepted while writing), rendering settings and thumbnails beyond a plain
+JPEG of the middle plane, ROIs, scripts, imports, Delete2 options other than
+``targetObjects`` and ``dryRun``, HQL beyond the shapes in :mod:`.hql`.
 """
 
 from __future__ import annotations

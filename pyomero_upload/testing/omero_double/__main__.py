@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -31,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--user", default="root", help="the admin user (default root)")
     ap.add_argument("--password", default="omero")
     ap.add_argument("--state", type=Path, help="write a JSON of everything held here on exit")
-    ap.add_argument("--workdir", type=Path, help="where the self-signed certificate goes")
+    ap.add_argument("--workdir", type=Path,
+                    help="where the self-signed certificate and the pixel files go "
+                         "(default: a temporary directory, removed on exit)")
     args = ap.parse_args(argv)
     insecure = args.insecure_port if args.insecure_port is not None else args.port - 1
 
     from .server import DoubleServer, check_login  # needs omero-py (the [omero] extra)
 
+    own_workdir = args.workdir is None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="omero-double-"))
     server = DoubleServer(args.host, args.port, insecure, args.user, args.password, workdir)
     stop = threading.Event()
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         dump()
         server.shutdown()
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

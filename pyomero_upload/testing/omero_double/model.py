@@ -12,7 +12,8 @@ import copy
 import hashlib
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import omero
@@ -111,45 +112,56 @@ def fields(obj: Any) -> dict[str, Any]:
     return out
 
 
-@dataclass
 class PixelData:
-    """The bytes of one Pixels object, one bytearray per plane (z, c, t), zero until written."""
+    """The bytes of one Pixels object in a sparse file, XYZCT order, big-endian as sent:
+    zeros until written (the layout of a ROMIO pixels file, RomioPixelBuffer.java)."""
 
-    size_x: int
-    size_y: int
-    size_z: int
-    size_c: int
-    size_t: int
-    byte_width: int
-    pixels_type: str
-    pyramid: bool
-    exists: bool = False  # the ROMIO file or pyramid file is on disk
-    planes: dict[tuple[int, int, int], bytearray] = field(default_factory=dict)
+    def __init__(self, path: Path, sizes: tuple[int, int, int, int, int], byte_width: int,
+                 pixels_type: str, pyramid: bool) -> None:
+        self.size_x, self.size_y, self.size_z, self.size_c, self.size_t = sizes
+        self.byte_width = byte_width
+        self.pixels_type = pixels_type
+        self.pyramid = pyramid
+        self.exists = False  # the ROMIO file or the pyramid is on disk (server-side view)
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(self.plane_size * self.size_z * self.size_c * self.size_t)
 
     @property
     def plane_size(self) -> int:
         return self.size_x * self.size_y * self.byte_width
 
-    def plane(self, z: int, c: int, t: int, create: bool = False) -> bytearray | bytes:
-        """The plane's bytes (a shared zero buffer when never written and not ``create``)."""
+    def offset(self, z: int, c: int, t: int) -> int:
         if not (0 <= z < self.size_z and 0 <= c < self.size_c and 0 <= t < self.size_t):
             raise omero.ApiUsageException(
                 message=f"DimensionsOutOfBoundsException: z={z} c={c} t={t} outside "
                         f"Z={self.size_z} C={self.size_c} T={self.size_t}")
-        key = (z, c, t)
-        if key not in self.planes:
-            if not create:
-                return bytes(self.plane_size)
-            self.planes[key] = bytearray(self.plane_size)
-        return self.planes[key]
+        return ((t * self.size_c + c) * self.size_z + z) * self.plane_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    def write(self, offset: int, data: bytes) -> None:
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def plane(self, z: int, c: int, t: int) -> bytes:
+        return self.read(self.offset(z, c, t), self.plane_size)
 
     def sha1(self) -> str:
         """SHA-1 of the whole buffer in XYZCT order (RawPixelsBean.save, calculateMessageDigest)."""
         h = hashlib.sha1()
-        for t, c, z in itertools.product(range(self.size_t), range(self.size_c),
-                                         range(self.size_z)):
-            h.update(self.plane(z, c, t))
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
         return h.hexdigest()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -164,7 +176,8 @@ class TableData:
 class Database:
     """Every object the double holds, with ids, events and owners."""
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
         self.objects: dict[tuple[str, int], Any] = {}
         self.ids = itertools.count(1)
         self.events = itertools.count(1)

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import inspect
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -743,8 +744,9 @@ class PixelsService(Servant):
         saved = save_graph(self, [image, pixels] + objs[2:])
         pid = unwrap(saved[1].id)
         width = int(unwrap(ptype.bitSize)) // 8 or 1
-        self.db.pixel_data[pid] = PixelData(sx, sy, sz, len(channels), st, width,
-                                            unwrap(ptype.value), sx * sy > MAX_PLANE)
+        self.db.pixel_data[pid] = PixelData(
+            self.db.workdir / "pixels" / str(pid), (sx, sy, sz, len(channels), st), width,
+            unwrap(ptype.value), sx * sy > MAX_PLANE)
         return rlong(unwrap(saved[0].id))
 
     def setChannelGlobalMinMax(self, pid, c, lo, hi, current):
@@ -872,8 +874,8 @@ class RawPixelsStore(Stateful):
             raise omero.InternalException(message=(
                 f"java.nio.BufferOverflowException: buffer of {len(buf)} bytes for "
                 f"{len(planes)} plane(s) of {d.plane_size} bytes"))
-        for i, (z, c, t) in enumerate(planes):
-            d.plane(z, c, t, create=True)[:] = buf[i * d.plane_size:(i + 1) * d.plane_size]
+        # the planes of one call are contiguous in XYZCT order
+        d.write(d.offset(*planes[0]), buf)
         self.modified = self.wrote = True
 
     def setPlane(self, buf, z, c, t, current):
@@ -904,32 +906,33 @@ class RawPixelsStore(Stateful):
         bw = d.byte_width
         if len(buf) != w * h * bw:
             raise omero.InternalException(message="java.nio.BufferOverflowException")
-        plane = d.plane(z, c, t, create=True)
-        row = d.size_x * bw
-        for r in range(h):
-            start = (y + r) * row + x * bw
-            plane[start:start + w * bw] = buf[r * w * bw:(r + 1) * w * bw]
+        base, row = d.offset(z, c, t), d.size_x * bw
+        if w == d.size_x:  # full rows: one contiguous write
+            d.write(base + y * row, buf)
+        else:
+            for r in range(h):
+                d.write(base + (y + r) * row + x * bw, buf[r * w * bw:(r + 1) * w * bw])
         self.modified = self.wrote = True
 
     def getPlane(self, z, c, t, current):
-        return bytes(self._bytes().plane(z, c, t))
+        return self._bytes().plane(z, c, t)
 
     def getStack(self, c, t, current):
         d = self._bytes()
-        return b"".join(bytes(d.plane(z, c, t)) for z in range(d.size_z))
+        return d.read(d.offset(0, c, t), d.plane_size * d.size_z)
 
     def getTimepoint(self, t, current):
         d = self._bytes()
-        return b"".join(bytes(d.plane(z, c, t)) for c in range(d.size_c)
-                        for z in range(d.size_z))
+        return d.read(d.offset(0, 0, t), d.plane_size * d.size_z * d.size_c)
 
     def getTile(self, z, c, t, x, y, w, h, current):
         d = self._bytes()
         if x < 0 or y < 0 or x + w > d.size_x or y + h > d.size_y:
             raise omero.ApiUsageException(message=f"tile {x},{y} {w}x{h} outside the plane")
-        plane, bw, row = d.plane(z, c, t), d.byte_width, d.size_x * d.byte_width
-        return b"".join(bytes(plane[(y + r) * row + x * bw:(y + r) * row + (x + w) * bw])
-                        for r in range(h))
+        base, bw, row = d.offset(z, c, t), d.byte_width, d.size_x * d.byte_width
+        if w == d.size_x:
+            return d.read(base + y * row, h * row)
+        return b"".join(d.read(base + (y + r) * row + x * bw, w * bw) for r in range(h))
 
     def calculateMessageDigest(self, current):
         return bytes.fromhex(self._bytes().sha1())
@@ -1047,7 +1050,7 @@ class ThumbnailStore(Stateful):
             dtype = f">u{d.byte_width}"
         elif d.pixels_type.startswith("int"):
             dtype = f">i{d.byte_width}"
-        plane = np.frombuffer(bytes(d.plane(d.size_z // 2, 0, 0)), dtype).reshape(
+        plane = np.frombuffer(d.plane(d.size_z // 2, 0, 0), dtype).reshape(
             d.size_y, d.size_x).astype(float)
         lo, hi = float(plane.min()), float(plane.max())
         img = Image.fromarray(((plane - lo) / ((hi - lo) or 1) * 255).astype("uint8"))
@@ -1307,7 +1310,9 @@ class Handle(Servant):
             for key in doomed:
                 self.db.objects.pop(key, None)
                 if key[0] == "Pixels":
-                    self.db.pixel_data.pop(key[1], None)
+                    gone = self.db.pixel_data.pop(key[1], None)
+                    if gone is not None:
+                        gone.remove()
                 if key[0] == "OriginalFile":
                     self.db.files.pop(key[1], None)
                     self.db.tables.pop(key[1], None)
@@ -1370,6 +1375,8 @@ class Handle(Servant):
 
 def make_certificate(directory: Path) -> Path:
     """A self-signed certificate and key, as omero-certificates sets up for a server."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the OMERO double needs the openssl command for its certificate")
     cert, key = directory / "server.pem", directory / "server.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
@@ -1408,7 +1415,7 @@ class DoubleServer:
                  password: str, workdir: Path) -> None:
         VOID.update(_void_ops())
         self.lock = threading.RLock()
-        self.db = Database()
+        self.db = Database(workdir)
         self.db_uuid = str(uuid.uuid4())
         self.config: dict[str, str] = {"omero.db.uuid": self.db_uuid}
         self.sessions: dict[str, SessionState] = {}
@@ -1512,7 +1519,9 @@ class DoubleServer:
             return state
 
     def shutdown(self) -> None:
+        """Stop serving and delete the pixel files (the state file keeps their SHA-1s)."""
         self.ic.destroy()
+        shutil.rmtree(self.db.workdir / "pixels", ignore_errors=True)
 
 
 def check_login(host: str, port: int, user: str, password: str) -> None:
