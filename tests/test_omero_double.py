@@ -585,14 +585,21 @@ def test_upload_and_read_back_a_file(client, tmp_path):
     store.close()
 
 
-def test_thumbnail_of_written_pixels(client):
+def test_thumbnail_needs_pixels_then_rendering_settings(client):
     sf = client.getSession()
-    _, px = _image(sf, 64, 32)
+    iid, px = _image(sf, 64, 32)
+    rendering = sf.getRenderingSettingsService()
+    with pytest.raises(omero.LockTimeout, match="Import in progress"):
+        rendering.resetDefaultsInSet("Image", [iid])  # no pixels written yet
     store = sf.createRawPixelsStore()
     store.setPixelsId(px.id.val, True)
     store.setPlane(np.arange(64 * 32, dtype=">u2").tobytes(), 0, 0, 0)
     store.close()
     thumbs = sf.createThumbnailStore()
+    assert not thumbs.setPixelsId(px.id.val)  # no rendering settings yet
+    with pytest.raises(omero.InternalException, match="rendering settings"):
+        thumbs.getThumbnailByLongestSide(omero.rtypes.rint(16))
+    assert list(rendering.resetDefaultsInSet("Image", [iid])) == [iid]
     assert thumbs.setPixelsId(px.id.val)
     jpeg = thumbs.getThumbnailByLongestSide(omero.rtypes.rint(16))
     thumbs.close()

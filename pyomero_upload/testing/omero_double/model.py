@@ -184,6 +184,7 @@ class Database:
         self.pixel_data: dict[int, PixelData] = {}
         self.files: dict[int, bytearray] = {}
         self.tables: dict[int, TableData] = {}
+        self.rendering: set[tuple[int, int]] = set()  # (pixels id, user id) with settings
         self.passwords: dict[str, str] = {}
         for kind, values in ENUMS.items():
             for value in values:

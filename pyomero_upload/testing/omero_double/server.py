@@ -760,13 +760,46 @@ class PixelsService(Servant):
 
 @implements(omero.api.IRenderingSettings)
 class RenderingSettings(Servant):
+    """Rendering settings exist per (pixels, user) once reset; they need the pixels on disk
+    (omero-server ome/logic/RenderingSettingsImpl.java reads them through
+    PixelsService.getPixelBuffer(pixels, false), which refuses missing pixels)."""
+
+    def _pixels_of(self, kind: str, oid: int) -> list[int]:
+        kind = kind_of(kind)
+        obj = self.load(kind, oid)
+        if kind == "Pixels":
+            return [oid]
+        if kind == "Image":
+            return [unwrap(p.id) for p in self.db.children(obj, "pixels")]
+        if kind == "Dataset":
+            return [pid for li in self.db.children(obj, "imageLinks")
+                    for pid in self._pixels_of("Image", unwrap(li.child.id))]
+        raise omero.ApiUsageException(message=f"resetDefaults on {kind} is not supported")
+
+    def _reset(self, pid: int) -> None:
+        d = self.db.pixel_data.get(pid)
+        if d is None or not d.exists:  # PixelsService._getPixelBuffer, read mode
+            raise omero.LockTimeout(
+                message="Pixels pyramid missing, being created or import in progress."
+                if d is not None and d.pyramid else "Import in progress.",
+                backOff=15000, seconds=0)
+        self.db.rendering.add((pid, self.session.user_id))
+
     def resetDefaultsInSet(self, kind, ids, current):
+        done = []
         for oid in ids:
-            self.load(kind_of(kind), oid)
-        return list(ids)
+            for pid in self._pixels_of(kind, oid):
+                self._reset(pid)
+            done.append(oid)
+        return done
+
+    def resetDefaultsInImage(self, iid, current):
+        for pid in self._pixels_of("Image", iid):
+            self._reset(pid)
 
     def resetDefaultsForPixels(self, pid, current):
-        self.load("Pixels", pid)
+        self._pixels_of("Pixels", pid)
+        self._reset(pid)
 
 
 class Stateful(Servant):
@@ -1027,12 +1060,16 @@ class RawFileStore(Stateful):
 
 @implements(omero.api.ThumbnailStore)
 class ThumbnailStore(Stateful):
+    """omero-server src/main/java/ome/services/ThumbnailBean.java: setPixelsId says
+    whether rendering settings exist (the user's or the owner's); thumbnails need them."""
+
     pid: int | None = None
 
     def setPixelsId(self, pid, current):
-        self.load("Pixels", pid)
+        px = self.load("Pixels", pid)
         self.pid = pid
-        return True
+        owner = unwrap(px.details.owner.id)
+        return bool({(pid, self.session.user_id), (pid, owner)} & self.db.rendering)
 
     def _thumb(self, size: int) -> bytes:
         """A JPEG of the middle plane, channel 0 (what OMERO renders by default, roughly)."""
@@ -1042,7 +1079,11 @@ class ThumbnailStore(Stateful):
         from PIL import Image
 
         if self.pid is None:
-            raise omero.ApiUsageException(message="setPixelsId has not been called")
+            raise omero.ApiUsageException(message="Thumbnail service not ready: Pixels not set.")
+        if not self.setPixelsId(self.pid, None):  # ThumbnailBean.errorIfNullRenderingDef
+            raise omero.InternalException(message=(
+                "Fatal error retrieving rendering settings or settings not loaded for Pixels "
+                f"set id:{self.pid}"))
         d = self.db.pixel_data[self.pid]
         dtype = {"float": ">f4", "double": ">f8", "int8": "i1", "uint8": "u1"}.get(
             d.pixels_type, ">" + d.pixels_type[0].replace("u", "u") + str(d.byte_width))
