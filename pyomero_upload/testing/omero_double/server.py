@@ -115,12 +115,18 @@ def _missing(cls: str, op: str):
     return method
 
 
+class _NoSession(Exception):
+    """The request came over a connection without a Glacier2 session."""
+
+
 def _amd(impl, void: bool):
     def method(self, cb, *args):
         try:
             with self.server.lock:
-                self.check()
+                self.check(args[-1])
                 result = impl(self, *args)
+        except _NoSession:
+            return  # the connection is closed: no answer, as from Glacier2
         except Exception as exc:  # every failure goes back to the caller
             cb.ice_exception(_error(exc))
             return
@@ -135,8 +141,10 @@ def _sync(impl):
     def method(self, *args):
         try:
             with self.server.lock:
-                self.check()
+                self.check(args[-1])
                 return impl(self, *args)
+        except _NoSession:
+            raise Ice.ObjectNotExistException() from None  # never reaches the client
         except Ice.Exception:
             raise
         except Exception as exc:
@@ -185,7 +193,8 @@ class Servant:
     def session(self) -> SessionState:
         return self.sf.session
 
-    def check(self) -> None:
+    def check(self, current: Any) -> None:
+        self.server.check_connection(current)
         if not self.session.alive:
             raise Ice.ObjectNotExistException()
 
@@ -231,8 +240,8 @@ class Router:
     def __init__(self, server: DoubleServer) -> None:
         self.server = server
 
-    def check(self) -> None:
-        pass
+    def check(self, current: Any) -> None:
+        pass  # the router answers every connection: that is how sessions start
 
     def getClientProxy(self, current):
         return None
@@ -288,7 +297,8 @@ class ServiceFactory:
         self.stateful: list[Ice.Identity] = []  # stateful services still open
         self.identity = Ice.Identity(session.uuid, client_id)
 
-    def check(self) -> None:
+    def check(self, current: Any) -> None:
+        self.server.check_connection(current)
         if not self.session.alive:
             raise Ice.ObjectNotExistException()
 
@@ -1449,6 +1459,26 @@ class ConnectionWatch(Ice.ConnectionCallback):
                     sf.destroy_factory()
 
 
+class GoneLocator(Ice.ServantLocator):
+    """Requests for identities no longer served (a destroyed session's services): from
+    a connection without a session Glacier2 closes the connection; otherwise
+    ObjectNotExistException, as blitz answers for a removed servant."""
+
+    def __init__(self, server: DoubleServer) -> None:
+        self.server = server
+
+    def locate(self, current):
+        with self.server.lock, contextlib.suppress(_NoSession):
+            self.server.check_connection(current)
+        return None
+
+    def finished(self, current, servant, cookie):
+        pass
+
+    def deactivate(self, category):
+        pass
+
+
 class DoubleServer:
     """The Ice communicator, adapter, router and database of one running double."""
 
@@ -1494,6 +1524,7 @@ class DoubleServer:
             factory.register(self.ic)
         self.adapter = self.ic.createObjectAdapter("OMERO.Glacier2")
         self.adapter.add(Router(self), Ice.stringToIdentity("OMERO.Glacier2/router"))
+        self.adapter.addServantLocator(GoneLocator(self), "")
         self.adapter.activate()
 
     def login(self, user: str, password: str, current: Any):
@@ -1532,6 +1563,16 @@ class DoubleServer:
                 current.con.setCallback(watch)
             watch.factories.append(sf)
         return Glacier2.SessionPrx.uncheckedCast(current.adapter.createProxy(sf.identity))
+
+    def check_connection(self, current: Any) -> None:
+        """Glacier2 forwards requests only for connections with a live session; on any
+        other it closes the connection forcefully (the client sees ConnectionLost)."""
+        if current is None or current.con is None:
+            return
+        watch = self.watches.get(current.con.toString())
+        if watch is None or not any(sf in self.by_client.values() for sf in watch.factories):
+            current.con.close(True)
+            raise _NoSession()
 
     def drop_factory(self, sf: ServiceFactory) -> None:
         for ident in [sf.identity] + sf.owned:
