@@ -512,17 +512,21 @@ def test_table_column_rules_and_read_back(client):
     table = resources.newTable(1, "doses.h5")
     cols = [omero.grid.LongColumn("Dose", "", [1, 2]),
             omero.grid.StringColumn("Drug", "", 4, ["a", "bcd"])]
-    with pytest.raises(omero.ApiUsageException, match="Duplicate"):
+    with pytest.raises(omero.ApiUsageException, match="Duplicate column name: X"):
         table.initialize([omero.grid.LongColumn("X", "", []), omero.grid.LongColumn("X", "", [])])
     table.initialize([omero.grid.LongColumn("Dose", "", []),
                       omero.grid.StringColumn("Drug", "", 4, [])])
-    with pytest.raises(omero.ApiUsageException, match="Already initialized"):
+    with pytest.raises(omero.ValidationException, match="Already initialized"):
         table.initialize([omero.grid.LongColumn("Dose", "", [])])
-    with pytest.raises(omero.ValidationException):
+    with pytest.raises(omero.InternalException, match="do not match"):
         table.addData([omero.grid.DoubleColumn("Dose", "", [1.0])])
-    with pytest.raises(omero.ValidationException, match="longer"):
+    with pytest.raises(omero.ValidationException, match="Maximum string"):
         table.addData([omero.grid.LongColumn("Dose", "", [1]),
                        omero.grid.StringColumn("Drug", "", 4, ["toolong"])])
+    with pytest.raises(omero.ValidationException, match="differing length"):
+        table.addData([omero.grid.LongColumn("Dose", "", [1, 2]),
+                       omero.grid.StringColumn("Drug", "", 4, ["a"])])
+    assert table.getNumberOfRows() == 0
     table.addData(cols)
     assert [h.name for h in table.getHeaders()] == ["Dose", "Drug"]
     data = table.readCoordinates([1])

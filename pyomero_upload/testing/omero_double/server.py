@@ -1178,7 +1178,7 @@ COLUMN_KINDS = ("LongColumn", "DoubleColumn", "BoolColumn", "StringColumn", "Fil
 
 @implements(omero.grid.Table)
 class Table(Servant):
-    """Column rules from omero-py src/omero/hdfstorage.py and omero/columns.py."""
+    """Column rules from omero-py src/omero/hdfstorageV2.py, columns.py and tables.py."""
 
     def __init__(self, sf: Any, fid: int) -> None:
         super().__init__(sf)
@@ -1193,43 +1193,45 @@ class Table(Servant):
 
     def initialize(self, cols, current):
         t = self.data
-        if t.columns is not None:  # hdfstorage.py initialize: "Already initialized."
-            raise omero.ApiUsageException(message="Already initialized.")
+        if t.columns is not None:  # hdfstorageV2.py HdfStorage.initialize
+            raise omero.ValidationException(message="Already initialized.")
         if not cols:
             raise omero.ApiUsageException(message="No columns provided")
-        names = [c.name for c in cols]
-        if any(not n for n in names):
-            raise omero.ApiUsageException(message="Column name must not be empty")
-        if len(set(names)) != len(names):  # hdfstorage.py: duplicate column names
-            raise omero.ApiUsageException(message=f"Duplicate column names: {names}")
         for c in cols:
+            if not c.name:
+                raise omero.ApiUsageException(message=f"Column unnamed: {c}")
+            if c.name.startswith("__"):
+                raise omero.ApiUsageException(message=f"Reserved column name: {c.name}")
             if type(c).__name__ not in COLUMN_KINDS:
                 raise omero.ApiUsageException(message=f"unsupported column {type(c)}")
-            if isinstance(c, omero.grid.StringColumn) and c.size < 1:
-                # columns.py StringColumnI: a string column needs a positive size
-                raise omero.ApiUsageException(message=f"String column {c.name} needs size > 0")
+        names = [c.name for c in cols]
+        for i, n in enumerate(names):
+            if n in names[:i]:  # columns.py columns2definition
+                raise omero.ApiUsageException(message=f"Duplicate column name: {n}")
         t.columns = [_empty(c) for c in cols]
 
     def _check_columns(self, cols):
         t = self.data
         if t.columns is None:
             raise omero.ApiUsageException(message="Not yet initialized")
-        if [(type(c).__name__, c.name) for c in cols] != [
-                (type(c).__name__, c.name) for c in t.columns]:
-            # hdfstorage.py append: the columns must match initialize's
-            raise omero.ValidationException(message=(
-                "columns do not match the table: "
-                f"{[(type(c).__name__, c.name) for c in cols]}"))
         lengths = {len(c.values) for c in cols}
-        if len(lengths) > 1:
-            raise omero.ValidationException(message=f"columns have different lengths {lengths}")
-        for c, mine in zip(cols, t.columns, strict=True):
-            if isinstance(c, omero.grid.StringColumn):
-                too_long = [v for v in c.values if len(v.encode()) > mine.size]
-                if too_long:  # columns.py: strings longer than the column size
-                    raise omero.ValidationException(
-                        message=f"String column {c.name}: {too_long[0]!r} longer than "
-                                f"{mine.size} bytes")
+        if len(lengths) > 1:  # hdfstorageV2.py HdfStorage.append
+            raise omero.ValidationException(message="Columns are of differing length")
+        for c in cols:
+            if isinstance(c, omero.grid.StringColumn) and any(
+                    len(v.encode()) > c.size for v in c.values):  # columns.py arrays()
+                raise omero.ValidationException(message=(
+                        f"Maximum string (byte) length in column {c.name} is {c.size}"))
+        if [(type(c).__name__, c.name) for c in cols] != [
+                (type(c).__name__, c.name) for c in t.columns] or any(
+                isinstance(c, omero.grid.StringColumn) and c.size > mine.size
+                for c, mine in zip(cols, t.columns, strict=True)):
+            # PyTables refuses rows that do not fit the table; tables.py's @remoted
+            # turns that into an InternalException.
+            raise omero.InternalException(message=(
+                "ValueError: rows parameter cannot be converted into a recarray object "
+                "compliant with table: columns "
+                f"{[(type(c).__name__, c.name) for c in cols]} do not match the table"))
         return lengths.pop() if lengths else 0
 
     def addData(self, cols, current):
