@@ -355,6 +355,8 @@ def test_queries_the_client_sends(client):
     assert [unwrap(r) for r in rows[0]] == [d.id.val, "inside", name]
     assert query.findByQuery("select p from Project p where p.name = :name",
                              ParametersI().addString("name", "no such")) is None
+    with pytest.raises(omero.ApiUsageException, match="more than one Object"):
+        query.findByQuery("select t from PixelsType t", None)
 
 
 def test_notebook_queries_over_annotations(client):

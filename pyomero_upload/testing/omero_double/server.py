@@ -537,9 +537,11 @@ class QueryService(Servant):
 
     def findByQuery(self, query, params, current):
         found = self.runner(current).run(query, params)
-        if len(found) > 1:  # Hibernate uniqueResult (omero-server ome/logic/QueryImpl.java)
-            raise omero.ApiUsageException(
-                message=f"query returned {len(found)} results, findByQuery needs one: {query}")
+        if len(found) > 1:  # omero-server src/main/java/ome/logic/QueryImpl.java throwNonUnique
+            raise omero.ApiUsageException(message=(
+                f"Query named:\n\n\t{query}\n\nhas returned more than one Object\n"
+                "findBy methods must return a single value.\n"
+                "Please try findAllBy methods for queries which return Lists."))
         return found[0] if found else None
 
     def projection(self, query, params, current):
