@@ -63,7 +63,7 @@ _ICE_NAMES = set(dir(Ice.Object))
 def _void_ops() -> set[str]:
     """``Interface.op`` names of void operations, read from the generated stubs."""
     out = set()
-    pattern = re.compile(r"_M_[\w.]+?\.(\w+)\._op_(\w+) = IcePy\.Operation\(.*, None, "
+    pattern = re.compile(r"^\s+(\w+)\._op_(\w+) = IcePy\.Operation\(.*, None, "
                          r"\([^()]*\)\)$", re.M)
     for name, mod in list(sys.modules.items()):
         if name.endswith("_ice") and mod is not None:
@@ -74,7 +74,7 @@ def _void_ops() -> set[str]:
     return out
 
 
-VOID: set[str] = set()
+VOID: set[str] = _void_ops()  # the stubs are imported above
 
 
 def _error(exc: BaseException) -> Ice.UserException:
@@ -1488,7 +1488,6 @@ class DoubleServer:
 
     def __init__(self, host: str, port: int, insecure_port: int | None, user: str,
                  password: str, workdir: Path) -> None:
-        VOID.update(_void_ops())
         self.lock = threading.RLock()
         self.db = Database(workdir)
         self.db_uuid = str(uuid.uuid4())
