@@ -355,6 +355,13 @@ def test_queries_the_client_sends(client):
     assert [unwrap(r) for r in rows[0]] == [d.id.val, "inside", name]
     assert query.findByQuery("select p from Project p where p.name = :name",
                              ParametersI().addString("name", "no such")) is None
+    page = query.findAllByQuery("select t from PixelsType t order by t.value",
+                                ParametersI().page(1, 2))
+    every = query.findAllByQuery("select t from PixelsType t order by t.value", None)
+    assert [unwrap(t.value) for t in page] == [unwrap(t.value) for t in every[1:3]]
+    mine = query.findAllByQuery("select p from Project p", ParametersI().exp(uid))
+    assert p.id.val in [m.id.val for m in mine]
+    assert query.findAllByQuery("select p from Project p", ParametersI().exp(uid + 999)) == []
     with pytest.raises(omero.ApiUsageException, match="more than one Object"):
         query.findByQuery("select t from PixelsType t", None)
 

@@ -280,6 +280,13 @@ class Runner:
         rows = self.rows(q, text, values)
         f = params.theFilter if params is not None else None
         if f is not None:
+            # Filter.ownerId / groupId restrict the selected objects (ParametersI.exp/grp)
+            root = q.select[0].split(".")[0]
+            for attr, key in (("ownerId", "owner"), ("groupId", "group")):
+                wanted = unwrap(getattr(f, attr, None))
+                if wanted is not None and wanted >= 0:
+                    rows = [r for r in rows if r.get(root) is not None and unwrap(
+                        getattr(r[root].details, key).id) == wanted]
             start = unwrap(f.offset) or 0
             stop = start + unwrap(f.limit) if unwrap(f.limit) is not None else None
             rows = rows[start:stop]
