@@ -26,7 +26,7 @@ import omero.model as M
 import omero_API_ice  # noqa: F401  (ServiceFactory servant base)
 import omero_SharedResources_ice  # noqa: F401
 import omero_Tables_ice  # noqa: F401
-from omero.rtypes import rbool, rint, rlong, rstring, unwrap
+from omero.rtypes import rint, rlong, rstring, unwrap
 
 from .hql import Runner
 from .model import (
@@ -39,7 +39,6 @@ from .model import (
     TableData,
     fields,
     kind_of,
-    model_class,
     now,
     plain,
     proxy,
@@ -1619,4 +1618,4 @@ def check_login(host: str, port: int, user: str, password: str) -> None:
         c.__del__()
 
 
-__all__ = ["DoubleServer", "check_login", "model_class", "rbool"]
+__all__ = ["DoubleServer", "check_login"]
