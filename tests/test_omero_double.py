@@ -90,9 +90,17 @@ def test_ready_line_help_and_state_json(tmp_path):
         assert proc.stdout.readline().strip() == f"ready 127.0.0.1:{port}"
         c = omero.client("127.0.0.1", port)
         c.createSession("root", "omero")
+        update = c.getSession().getUpdateService()
         p = ProjectI()
         p.setName(rstring("in the state"))
-        pid = c.getSession().getUpdateService().saveAndReturnObject(p).id.val
+        pid = update.saveAndReturnObject(p).id.val
+        tag = TagAnnotationI()
+        tag.setTextValue(rstring("t"))
+        tag.setNs(rstring("my/ns"))
+        link = omero.model.ProjectAnnotationLinkI()
+        link.setParent(ProjectI(pid, False))
+        link.setChild(tag)
+        update.saveObject(link)
         c.__del__()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -100,7 +108,10 @@ def test_ready_line_help_and_state_json(tmp_path):
     dumped = json.loads(state.read_text())
     project = next(o for o in dumped["objects"] if o["class"] == "Project")
     assert project["id"] == pid and project["fields"]["name"] == "in the state"
-    assert project["owner"] == 0
+    assert project["owner"] == 0 and project["group"] == 0
+    assert [(a["class"], a["ns"]) for a in project["annotations"]] == [("TagAnnotation", "my/ns")]
+    link = next(o for o in dumped["objects"] if o["class"] == "ProjectAnnotationLink")
+    assert link["fields"]["parent"] == {"class": "Project", "id": pid}
     helptext = subprocess.run([sys.executable, "-m", "pyomero_upload.testing.omero_double",
                                "--help"], capture_output=True, text=True, check=True).stdout
     assert "TEST DOUBLE for a subset of OMERO" in helptext

@@ -1377,12 +1377,10 @@ class Handle(Servant):
         if key in doomed:
             return
         doomed[key] = obj
-        # every link pointing at it
+        # every link pointing at it (link ends are stored as proxies of the concrete class)
         for (k, _), o in list(self.db.objects.items()):
-            if k.endswith("Link") and (unwrap(o.parent.id) == key[1] and kind_of(
-                    self.db.get(kind_of(o.parent), key[1]) or o) == key[0]
-                    or unwrap(o.child.id) == key[1]
-                    and isinstance(obj, type(o.child).__mro__[1])):
+            if k.endswith("Link") and key in ((kind_of(o.parent), unwrap(o.parent.id)),
+                                              (kind_of(o.child), unwrap(o.child.id))):
                 doomed[(k, unwrap(o.id))] = o
         for name, via in CONTENTS.get(key[0], []):
             for child in self.db.children(obj, name):
