@@ -690,3 +690,23 @@ def test_blitz_gateway_get_objects(client):
     found = list(conn.getObjects("Project", attributes={"name": name}))
     assert [(p.getId(), p.getName(), p.getOwnerOmeName()) for p in found] == [
         (pid, name, "root")]
+
+
+def test_delete2_dataset_keeps_images_held_elsewhere(client):
+    sf = client.getSession()
+    update, query = sf.getUpdateService(), sf.getQueryService()
+    datasets = []
+    for _ in range(2):
+        d = DatasetI()
+        d.setName(rstring(_name("ds")))
+        datasets.append(update.saveAndReturnObject(d).id.val)
+    only_here, shared = _image(sf, 2, 2)[0], _image(sf, 2, 2)[0]
+    for did, iid in [(datasets[0], only_here), (datasets[0], shared), (datasets[1], shared)]:
+        li = omero.model.DatasetImageLinkI()
+        li.setParent(DatasetI(did, False))
+        li.setChild(ImageI(iid, False))
+        update.saveObject(li)
+    client.submit(omero.cmd.Delete2(targetObjects={"Dataset": [datasets[0]]}), loops=10, ms=100)
+    assert query.find("Dataset", datasets[0]) is None
+    assert query.find("Image", only_here) is None  # orphaned by the delete
+    assert query.find("Image", shared) is not None  # still in the other dataset
