@@ -1096,12 +1096,8 @@ class ThumbnailStore(Stateful):
                 "Fatal error retrieving rendering settings or settings not loaded for Pixels "
                 f"set id:{self.pid}"))
         d = self.db.pixel_data[self.pid]
-        dtype = {"float": ">f4", "double": ">f8", "int8": "i1", "uint8": "u1"}.get(
-            d.pixels_type, ">" + d.pixels_type[0].replace("u", "u") + str(d.byte_width))
-        if d.pixels_type.startswith("uint"):
-            dtype = f">u{d.byte_width}"
-        elif d.pixels_type.startswith("int"):
-            dtype = f">i{d.byte_width}"
+        dtype = {"float": ">f4", "double": ">f8"}.get(
+            d.pixels_type, f">{'u' if d.pixels_type.startswith('u') else 'i'}{d.byte_width}")
         plane = np.frombuffer(d.plane(d.size_z // 2, 0, 0), dtype).reshape(
             d.size_y, d.size_x).astype(float)
         lo, hi = float(plane.min()), float(plane.max())
