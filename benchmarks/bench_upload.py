@@ -70,6 +70,7 @@ def run_original(data: Path):
     from PIL import Image
 
     from omero_fake import FakeServer, client_factory
+    from pyomero_upload.describe import describe
     from pyomero_upload.layout import discover
     from pyomero_upload.omero.connection import Connection, ConnectionSettings
     from pyomero_upload.omero.containers import ensure_dataset
@@ -83,9 +84,7 @@ def run_original(data: Path):
         with Connection.open(settings, client_factory(server)) as conn:
             dataset_id, _ = ensure_dataset(conn, "original")
             for pos in exp.positions:  # one after another
-                y, x = pos.shape
-                new = create_image(conn, dataset_id, pos.name,
-                                   (x, y, exp.size_z, exp.size_c, exp.size_t), pos.dtype)
+                new = create_image(conn, dataset_id, describe(exp, pos))
                 store = conn.sf.createRawPixelsStore()
                 store.setPixelsId(new.pixels_id, True)
                 for i, path in enumerate(exp.plane_paths(pos)):

@@ -241,6 +241,12 @@ class ImageSpec:
         return self.size[2] * self.size[3] * self.size[4]
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of pixels (numpy's names end in the bits per pixel: uint16, float32)."""
+        bits = int("".join(ch for ch in self.dtype if ch.isdigit()))
+        return self.n_planes * self.size[0] * self.size[1] * bits // 8
+
+    @property
     def plane_shape(self) -> tuple[int, int]:
         """(Y, X), as numpy has it."""
         return self.size[1], self.size[0]

@@ -17,20 +17,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .describe import (
-    channel_spec,
+    describe,
+    describe_file,
     file_fingerprint,
     fingerprint_settings,
-    plane_specs,
     provenance_pairs,
     source_fingerprint,
 )
 from .errors import OmeroError, PluginError
 from .layout import Experiment, Position
-from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
+from .model import CLIENT_MAP_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
 from .omero import annotations as anns
 from .omero import containers, images, queries
 from .omero.connection import Connection
-from .omero.pixels import PixelWriter
 from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
 
@@ -146,13 +145,27 @@ class DefaultImageProcessor(ImageProcessor):
         parallel = max(1, min(workers, len(jobs)))
         decoders = max(1, workers // parallel)
 
-        def run(pos, single, fp) -> None:
+        def run(pos: Position, single: tuple[Path, str] | None, fp: str) -> None:
+            provenance = [*prov, ("Source checksum", fp)] if prov else []
             if single is None:
-                self._position(conn, exp, pos, metadata, dataset, tags, prov, fp, decoders,
-                               result, lock, on_plane)
+                spec = describe(exp, pos, metadata, provenance=provenance, fingerprint=fp)
+                window = prefetch_window(decoders, exp.position_nbytes(pos) // spec.n_planes)
+                stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
+                try:
+                    written = images.write(conn, dataset.id, spec, stream, tags, on_plane)
+                finally:
+                    stream.close()
             else:
-                self._single(conn, exp, *single, metadata, dataset, tags, prov, fp, result,
-                             lock, on_plane)
+                path, channel = single
+                plane = read_plane(path)
+                spec = describe_file(path, channel, plane.shape, plane.dtype.name, metadata,
+                                     provenance=provenance, settings=settings)
+                written = images.write(conn, dataset.id, spec, [plane], tags, on_plane)
+            with lock:
+                result.image_ids[spec.name] = written.image_id
+                result.planes += spec.n_planes
+                result.nbytes += spec.nbytes
+                result.pixel_calls += written.pixel_calls
 
         with ThreadPoolExecutor(parallel, thread_name_prefix="upload") as pool:
             futures = [pool.submit(run, *job) for job in jobs]
@@ -163,93 +176,6 @@ class DefaultImageProcessor(ImageProcessor):
                 for fut in futures:
                     fut.cancel()
                 raise
-
-    # one position as a hypercube ------------------------------------------------
-    def _position(self, conn, exp, pos: Position, metadata, dataset, tags, prov, fp, workers,
-                  result, lock, on_plane) -> None:
-        if pos.shape is None or pos.dtype is None:  # discover() probes every position
-            raise RuntimeError(f"{pos.name}: plane size and type unknown")
-        y, x = pos.shape
-        size = (x, y, exp.size_z, exp.size_c, exp.size_t)
-        description = metadata.description if metadata else ""
-        new = images.create_image(conn, dataset.id, pos.name, size, pos.dtype, description, fp)
-        writer = PixelWriter(conn, new.pixels_id, exp.size_z, exp.size_c, exp.size_t)
-        window = prefetch_window(workers, x * y * pos.dtype.itemsize)
-        stream = ordered_map(pos.read_plane, exp.plane_paths(pos), workers, window)
-        try:
-            for plane in stream:
-                writer.add(plane)
-                if on_plane:
-                    on_plane(plane.nbytes)
-            writer.finish()
-        except BaseException:
-            stream.close()
-            writer.abort()
-            raise
-        self._annotate(conn, exp, pos, new, metadata, tags, prov, fp, writer.minmax,
-                       list(exp.channels))
-        with lock:
-            result.image_ids[pos.name] = new.image_id
-            result.planes += exp.planes_per_position
-            result.nbytes += exp.position_nbytes(pos)
-            result.pixel_calls += writer.calls
-
-    # one plane file as its own image (the original's non-hypercube mode) -----
-    def _single(self, conn, exp, path: Path, channel: str, metadata, dataset, tags, prov, fp,
-                result, lock, on_plane) -> None:
-        plane = read_plane(path)
-        y, x = plane.shape
-        new = images.create_image(conn, dataset.id, path.name, (x, y, 1, 1, 1), plane.dtype,
-                                  "", fp)
-        writer = PixelWriter(conn, new.pixels_id, 1, 1, 1)
-        try:
-            writer.add(plane)
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        if on_plane:
-            on_plane(plane.nbytes)
-        self._annotate(conn, exp, None, new, metadata, tags, prov, fp, writer.minmax, [channel])
-        with lock:
-            result.image_ids[path.name] = new.image_id
-            result.planes += 1
-            result.nbytes += plane.nbytes
-            result.pixel_calls += writer.calls
-
-    def _annotate(self, conn, exp, pos, new: images.NewImage, metadata, tags, prov, fp, minmax,
-                  channel_names) -> None:
-        acq = metadata.acquisition if metadata else None
-        channels = []
-        for name in channel_names:
-            ch = channel_spec(name, metadata)
-            channels.append(images.ChannelFacts(name, ch.color, ch.excitation_nm,
-                                                ch.emission_nm))
-        planes = []
-        if pos is not None:
-            for p in plane_specs(exp, pos, metadata):
-                planes.append(images.PlaneFacts(p.z, p.c, p.t, p.delta_t_s, p.exposure_ms,
-                                                p.position_um))
-        images.set_image_metadata(
-            conn, new.image_id, channels, planes,
-            pixel_size_um=acq.pixel_size_um if acq else None,
-            z_spacing_um=acq.z_spacing_um if acq and pos is not None and exp.size_z > 1 else None,
-            time_increment_s=acq.time_interval_s if acq and pos is not None and exp.size_t > 1
-            else None,
-            acquisition_date=acq.started if acq else None,
-        )
-        groups = []
-        if metadata and metadata.kvps:
-            groups.append((metadata.kvps, CLIENT_MAP_NS))
-        if prov:
-            groups.append(([*prov, ("Source checksum", fp)], PROVENANCE_NS))
-        if pos is not None and pos.missing:
-            groups.append(([("Filled plane", f"T={t} C={c} Z={z}") for t, c, z in pos.missing],
-                           FILLED_NS))
-        anns.link_annotations(conn, "Image", new.image_id,
-                              anns.new_maps(conn, groups) + list(tags), new_target=True)
-        images.finish_rendering(conn, new.image_id, new.pixels_id, minmax)
-        images.mark_complete(conn, new.source, fp)
 
 
 def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,

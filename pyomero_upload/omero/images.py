@@ -1,31 +1,28 @@
-"""Images: create one empty image in a dataset, then its metadata, rendering
-settings, thumbnail and completion mark once the pixels are in."""
+"""Images: write an :class:`~pyomero_upload.model.ImageSpec` into a dataset.
+
+An empty image first (linked, marked incomplete), then its pixels, then its
+metadata, annotations, rendering settings and thumbnail, and the completion
+mark last.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import OmeroError
-from ..model import SOURCE_NS
+from ..model import OME_PIXEL_TYPES, SOURCE_NS, ImageSpec
 from . import _ice
 from ._ice import params, rstring, unwrap
 from .annotations import AnnotationRef, link_annotations, new_maps, set_map
+from .pixels import PixelWriter
 from .queries import Q_IMAGE, Q_PIXELS, Q_PIXELS_TYPE
 
 if TYPE_CHECKING:
     from .connection import Connection
-
-#: numpy dtype name -> OMERO PixelsType value.
-PIXEL_TYPES = {
-    "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
-    "int32": "int32", "uint32": "uint32", "float32": "float", "float64": "double",
-}
-
 
 @dataclass
 class NewImage:
@@ -37,67 +34,43 @@ class NewImage:
 
 
 @dataclass
-class ChannelFacts:
-    """What to record about one channel."""
+class WrittenImage:
+    """An image written completely: its ids and the pixel calls it took."""
 
-    name: str
-    color: tuple[int, int, int] | None = None
-    excitation_nm: float | None = None
-    emission_nm: float | None = None
-
-
-@dataclass
-class PlaneFacts:
-    """What to record about one plane (PlaneInfo)."""
-
-    z: int
-    c: int
-    t: int
-    delta_t_s: float | None = None
-    exposure_ms: float | None = None
-    position_um: tuple[float | None, float | None, float | None] = (None, None, None)
+    image_id: int
+    pixels_id: int
+    pixel_calls: int
 
 
-def create_image(conn: Connection, dataset_id: int, name: str, size: tuple[int, int, int, int, int],
-                 dtype: np.dtype, description: str = "", fingerprint: str = "") -> NewImage:
-    """Create an empty image, link it to the dataset at once, mark it incomplete.
+def create_image(conn: Connection, dataset_id: int, spec: ImageSpec) -> NewImage:
+    """Create the empty image ``spec`` describes, link it to the dataset at once,
+    mark it incomplete.
 
-    ``size`` is (X, Y, Z, C, T).  Linking first means an interruption never
-    leaves an image outside its dataset; the "incomplete" mark means the next
-    run replaces it.
+    Linking first means an interruption never leaves an image outside its
+    dataset; the "incomplete" mark means the next run replaces it.
     """
     model = _ice.omero.model
-    x, y, z, c, t = size
-    if dtype.name not in PIXEL_TYPES:
-        raise OmeroError(f"OMERO has no pixel type for {dtype.name}")
-    ptype = conn.query.findByQuery(Q_PIXELS_TYPE, params(value=PIXEL_TYPES[dtype.name]))
+    x, y, z, c, t = spec.size
+    if spec.dtype not in OME_PIXEL_TYPES:
+        raise OmeroError(f"OMERO has no pixel type for {spec.dtype}")
+    ptype = conn.query.findByQuery(Q_PIXELS_TYPE, params(value=spec.ome_pixel_type))
     if ptype is None:
-        raise OmeroError(f"the server does not know pixel type {dtype.name}")
+        raise OmeroError(f"the server does not know pixel type {spec.dtype}")
     image_id = unwrap(conn.retry(lambda: conn.sf.getPixelsService().createImage(
-        x, y, z, t, list(range(c)), ptype, name, description), "IPixels.createImage",
-        idempotent=False))
+        x, y, z, t, list(range(c)), ptype, spec.name, spec.description),
+        "IPixels.createImage", idempotent=False))
     link = model.DatasetImageLinkI()
     link.setParent(model.DatasetI(dataset_id, False))
     link.setChild(model.ImageI(image_id, False))
     conn.update.saveAndReturnObject(link)
-    source = new_maps(conn, [([("Source fingerprint", fingerprint), ("Status", "incomplete")],
-                              SOURCE_NS)])
+    source = new_maps(conn, [([("Source fingerprint", spec.fingerprint),
+                               ("Status", "incomplete")], SOURCE_NS)])
     link_annotations(conn, "Image", image_id, source, new_target=True)
     pixels = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
     return NewImage(image_id, pixels.id.val, source[0])
 
 
-def set_image_metadata(
-    conn: Connection,
-    image_id: int,
-    channels: Sequence[ChannelFacts],
-    planes: Sequence[PlaneFacts],
-    pixel_size_um: float | None = None,
-    z_spacing_um: float | None = None,
-    time_increment_s: float | None = None,
-    acquisition_date: datetime | None = None,
-    description: str = "",
-) -> None:
+def set_image_metadata(conn: Connection, image_id: int, spec: ImageSpec) -> None:
     """Physical sizes, channel names/colours/wavelengths, PlaneInfo, date.
 
     Call after the pixels are saved: the Image and Pixels are loaded here, so
@@ -108,20 +81,19 @@ def set_image_metadata(
     micron = units.UnitsLength.MICROMETER
     img = conn.query.findByQuery(Q_IMAGE, params(iid=image_id))
     pixels = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
-    if acquisition_date is not None:
-        img.setAcquisitionDate(_ice.omero.rtypes.rtime(int(acquisition_date.timestamp() * 1000)))
-    if description:
-        img.setDescription(rstring(description))
-    if pixel_size_um:
-        pixels.setPhysicalSizeX(model.LengthI(pixel_size_um, micron))
-        pixels.setPhysicalSizeY(model.LengthI(pixel_size_um, micron))
-    if z_spacing_um:
-        pixels.setPhysicalSizeZ(model.LengthI(z_spacing_um, micron))
-    if time_increment_s:
-        pixels.setTimeIncrement(model.TimeI(time_increment_s, units.UnitsTime.SECOND))
+    if spec.acquisition_date is not None:
+        img.setAcquisitionDate(
+            _ice.omero.rtypes.rtime(int(spec.acquisition_date.timestamp() * 1000)))
+    if spec.pixel_size_um:
+        pixels.setPhysicalSizeX(model.LengthI(spec.pixel_size_um, micron))
+        pixels.setPhysicalSizeY(model.LengthI(spec.pixel_size_um, micron))
+    if spec.z_spacing_um:
+        pixels.setPhysicalSizeZ(model.LengthI(spec.z_spacing_um, micron))
+    if spec.time_increment_s:
+        pixels.setTimeIncrement(model.TimeI(spec.time_increment_s, units.UnitsTime.SECOND))
     objects = [img, pixels]
     rint = _ice.omero.rtypes.rint
-    for channel, facts in zip(pixels.copyChannels(), channels, strict=True):
+    for channel, facts in zip(pixels.copyChannels(), spec.channels, strict=True):
         lc = channel.getLogicalChannel()
         lc.setName(rstring(facts.name))
         if facts.excitation_nm:
@@ -137,7 +109,7 @@ def set_image_metadata(
         objects += [channel, lc]
     conn.update.saveArray(objects)
     infos = []
-    for p in planes:
+    for p in spec.planes:
         info = model.PlaneInfoI()
         info.setPixels(model.PixelsI(pixels.id.val, False))
         info.setTheZ(rint(p.z))
@@ -153,6 +125,40 @@ def set_image_metadata(
         infos.append(info)
     if infos:
         conn.update.saveArray(infos)
+
+
+def write(
+    conn: Connection,
+    dataset_id: int,
+    spec: ImageSpec,
+    planes: Iterable[np.ndarray],
+    tags: Sequence[AnnotationRef] = (),
+    on_plane: Callable[[int], None] | None = None,
+) -> WrittenImage:
+    """Write the image ``spec`` describes into a dataset: pixels, metadata, annotations.
+
+    ``planes`` come in XYZCT order; ``tags`` are the experiment's tags, made
+    once per dataset.  The image is marked complete only as the very last step.
+    """
+    new = create_image(conn, dataset_id, spec)
+    _x, _y, size_z, size_c, size_t = spec.size
+    writer = PixelWriter(conn, new.pixels_id, size_z, size_c, size_t)
+    try:
+        for plane in planes:
+            writer.add(plane)
+            if on_plane:
+                on_plane(plane.nbytes)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    set_image_metadata(conn, new.image_id, spec)
+    link_annotations(conn, "Image", new.image_id,
+                     new_maps(conn, spec.map_annotations(source=False)) + list(tags),
+                     new_target=True)
+    finish_rendering(conn, new.image_id, new.pixels_id, writer.minmax)
+    mark_complete(conn, new.source, spec.fingerprint)
+    return WrittenImage(new.image_id, new.pixels_id, writer.calls)
 
 
 def finish_rendering(conn: Connection, image_id: int, pixels_id: int,
@@ -180,5 +186,5 @@ def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str) -> 
     set_map(conn, source.id, [("Source fingerprint", fingerprint), ("Status", "complete")])
 
 
-__all__ = ["PIXEL_TYPES", "ChannelFacts", "NewImage", "PlaneFacts", "create_image",
-           "finish_rendering", "mark_complete", "set_image_metadata"]
+__all__ = ["NewImage", "WrittenImage", "create_image", "finish_rendering", "mark_complete",
+           "set_image_metadata", "write"]
