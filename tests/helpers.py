@@ -11,7 +11,7 @@ import imagecodecs
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA", ROOT.parent / "shared" / "data" / "demo"))
+DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA") or ROOT.parent / "shared" / "data" / "demo")
 #: The real demo experiment (3 positions x 3 T x 3 C x 5 Z, 512x512 16-bit PNG) is here.
 HAVE_REAL_DEMO = (DEMO / "pos001").is_dir()
 #: ``demo_data.write_demo_experiment`` arguments for a synthetic twin of the real demo:
