@@ -1,4 +1,4 @@
-"""Layout discovery on the real demo data and on variants built from it."""
+"""Layout discovery on the demo (real or synthetic) and on variants built from it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import demo_planes, read_png
 from pyomero_upload.errors import InputError
-from pyomero_upload.layout import NamingRule, discover, natural_key, order_channels
+from pyomero_upload.layout import NamingRule, Position, discover, natural_key, order_channels
 
 
 def test_demo_sizes_and_order(demo):
@@ -159,3 +160,16 @@ def test_duplicate_plane_with_other_padding(build_layout):
     os.link(src, root / "pos001" / "microscope1_1_GFP_1.png")
     with pytest.raises(InputError, match="same plane"):
         discover(root)
+
+
+def test_reading_a_plane_of_an_unindexed_position_names_it(demo):
+    folder = demo / "pos001"
+    files = {(t, c, z): f for t, c, z, f in demo_planes(demo)}
+    pos = Position("pos001", folder, files)  # built by hand: size and pixel type unknown
+    with pytest.raises(InputError) as err:
+        pos.read_plane(files[(1, "GFP", 1)])
+    assert str(err.value).startswith(f"{folder}: ") and "discover()" in str(err.value)
+    assert "\n" not in str(err.value)
+    indexed = discover(demo).positions[0]
+    np.testing.assert_array_equal(indexed.read_plane(files[(1, "GFP", 1)]),
+                                  read_png(files[(1, "GFP", 1)]))
