@@ -84,7 +84,7 @@ def test_zero_based_and_other_padding(build_layout):
     assert exp.positions[0].missing == []
 
 
-def test_tiff_and_8bit_planes(build_layout):
+def test_tiff_and_8bit_planes(build_layout, demo):
     def to_tiff(a):
         import io
 
@@ -94,6 +94,17 @@ def test_tiff_and_8bit_planes(build_layout):
 
     exp = discover(build_layout(["pos001"], convert=to_tiff))
     assert exp.positions[0].dtype == np.uint16 and exp.positions[0].shape == (512, 512)
+
+    # 8-bit TIFF planes keep their type, and decode to what was written
+    root = build_layout(["pos001"], convert=lambda a: to_tiff((a >> 8).astype(np.uint8)),
+                        folder="exp8")
+    exp = discover(root)
+    pos = exp.positions[0]
+    assert pos.dtype == np.uint8 and pos.shape == (512, 512)
+    t, c, z, src = demo_planes(demo)[-1]
+    plane = pos.read_plane(pos.files[(t, c, z)])
+    assert plane.dtype == np.uint8
+    np.testing.assert_array_equal(plane, (read_png(src) >> 8).astype(np.uint8))
 
 
 def test_8bit_png(build_layout):
