@@ -31,8 +31,6 @@ SUPPORTED_DTYPES = (
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_SUFFIXES = (".tif", ".tiff")
-#: File suffixes treated as image planes by default (lower case).
-PLANE_SUFFIXES = (".png", ".tif", ".tiff")
 
 _PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
 

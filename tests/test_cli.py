@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import imagecodecs
 import numpy as np
-import pytest
 import tifffile
 
 from helpers import leftovers, ome_files, read_png
+from pyomero_upload import demo_data
+from pyomero_upload.acqlog import ACQ_SECTIONS
 from pyomero_upload.cli import main
+from pyomero_upload.planes import png_time
 
 
 def snapshot(folder):
@@ -86,6 +91,17 @@ def test_demo_data_layout(tmp_path, capsys):
     log = (root / "demo_log.txt").read_bytes()
     assert b"Experiment started at:28-Sep-2018 17:18:14\r\n" in log
     assert b"------Time point_2------" in log
+    # like the lab's files: every section, CRLF throughout, a Windows path after a colon
+    for section in ACQ_SECTIONS:
+        assert f"\r\n{section}:\r\n".encode() in b"\r\n" + acq
+    for text in (acq, log):
+        assert text.count(b"\n") == text.count(b"\r\n")
+    assert b"\r\nMicromanager config file:C:\\Users\\" in log
+    # each PNG carries the (UTC) time its plane was taken, as the microscope's do
+    first = root / "pos002" / "demo_000002_GFP_001.png"
+    taken = demo_data.START - demo_data.UTC_OFFSET + timedelta(
+        seconds=demo_data.plane_offset_s(1, 1, 2) + 1)
+    assert png_time(first) == taken
     # deterministic, and refuses to write into a non-empty folder
     again = tmp_path / "again"
     main(["demo-data", str(again), "--positions", "3", "--timepoints", "2"])
@@ -171,12 +187,20 @@ def test_bad_output_blocked_by_a_file(build_layout, tmp_path, capsys):
     assert blocker.read_text() == "a file, not a folder"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
-def test_bad_unwritable_output(build_layout, tmp_path, capsys):
+def test_bad_unwritable_output(build_layout, tmp_path, capsys, monkeypatch):
     root = build_layout(["pos001"])
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    if os.geteuid() == 0:  # root writes to read-only folders: the refusal is simulated
+        mkstemp = tempfile.mkstemp
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve().is_relative_to(locked.resolve()):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            return mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
     try:
         _bad(root, locked, capsys, "not writable")
     finally:
@@ -204,6 +228,7 @@ import pyomero_upload.upload, pyomero_upload.pyomero_upload, pyomero_upload.uplo
 from pyomero_upload.omero import annotations, connection, containers, images, pixels, queries
 assert connection.stored_session() is None
 from pyomero_upload.cli import main
+from pyomero_upload.planes import png_time
 assert main(['-q', 'export', {str(demo)!r}, '-o', {str(tmp_path)!r}]) == 0
 sys.exit(main(['upload', {str(demo)!r}, '--host', 'h', '--user', 'u']))
 """
