@@ -7,6 +7,7 @@ fill it in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +80,58 @@ class Acquisition:
         return None
 
 
+class Table:
+    """A typed table as a parser reads it: named columns of int, float or text.
+
+    Parsing needs no pandas (``plan`` starts in a fraction of a second); the
+    table becomes a DataFrame, with the same column dtypes, where one is used.
+    """
+
+    def __init__(self, columns: dict[str, list[Any]], dtypes: dict[str, str]):
+        self.columns = columns
+        #: pandas dtype of each column: "int64", "float64" or "object".
+        self.dtypes = dtypes
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, values, strict=True))
+                for values in zip(*self.columns.values(), strict=True)]
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({name: pd.Series(values, dtype=self.dtypes[name])
+                             for name, values in self.columns.items()})
+
+
+class Tables(MutableMapping[str, "pd.DataFrame"]):
+    """Name -> DataFrame, where a parser's :class:`Table` is converted on first access."""
+
+    def __init__(self, items: Any = ()):
+        self._items: dict[str, Any] = {}
+        self.update(dict(items))
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        value = self._items[name]
+        if isinstance(value, Table):
+            value = self._items[name] = value.to_frame()
+        return value
+
+    def __setitem__(self, name: str, value: pd.DataFrame | Table) -> None:
+        self._items[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Tables({list(self._items)})"
+
+
 @dataclass
 class ExperimentMetadata:
     """Everything known about an experiment besides its pixels."""
@@ -86,10 +139,15 @@ class ExperimentMetadata:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     kvps: list[tuple[str, str]] = field(default_factory=list)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Tables by name (pandas DataFrames; parsers may store a :class:`Table`).
+    tables: Tables = field(default_factory=Tables)
     acquisition: Acquisition = field(default_factory=Acquisition)
     attachments: list[Path] = field(default_factory=list)
     project: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tables, Tables):
+            self.tables = Tables(self.tables)
 
     def channel_order(self) -> list[str]:
         return [c.name for c in self.acquisition.channels]

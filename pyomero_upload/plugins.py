@@ -24,8 +24,6 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from .errors import InputError
 from .model import ExperimentMetadata
 
@@ -168,6 +166,8 @@ def coerce_metadata(result: Any, source: str) -> ExperimentMetadata:
         items = [(getattr(df, "name", None) or f"Table {i + 1}", df) for i, df in enumerate(tables)]
     else:
         raise InputError(source, "tables must be a list of DataFrames or a name -> DataFrame dict")
+    import pandas as pd  # only here: the original's dict contract carries DataFrames
+
     for name, df in items:
         if not isinstance(df, pd.DataFrame):
             raise InputError(source, f"table {name!r} is {type(df).__name__}, not a DataFrame")
