@@ -281,7 +281,8 @@ def connect(args: argparse.Namespace):
 def cmd_upload(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .upload import UploadOptions, load_image_processor, upload_experiment
+    from .plugins.registry import load_image_processor
+    from .upload import UploadOptions, upload_experiment
 
     if args.custom_image_processor and args.module_path is None:
         raise UsageError("--custom-image-processor needs --module-path DIR")
@@ -348,14 +349,21 @@ def cmd_metadata(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import DEFAULT_PARSER, available_parsers
+    from .plugins import registry
 
-    print("Metadata parsers (--parser NAME):")
-    for name, entry in available_parsers().items():
-        default = "  [default]" if name == DEFAULT_PARSER else ""
-        print(f"  {name:<12} {entry.origin}{default}")
-    print("  (also: --module-path DIR -p loads CustomMetadataParser from "
-          "DIR/custom_metadata_parser.py)")
+    kinds = [
+        ("Metadata parsers (--parser NAME)", registry.PARSER_GROUP, registry.DEFAULT_PARSER,
+         "-p"),
+        ("Image processors (upload --image-processor NAME)", registry.PROCESSOR_GROUP,
+         registry.DEFAULT_PROCESSOR, "-i"),
+    ]
+    for title, group, default_name, flag in kinds:
+        print(f"{title}:")
+        for name, entry in registry.available(group).items():
+            default = "  [default]" if name == default_name else ""
+            print(f"  {name:<12} {entry.origin}{default}")
+        filename, cls, _method = registry.CUSTOM[group]
+        print(f"  (also: --module-path DIR {flag} loads {cls} from DIR/{filename})")
     return EXIT_OK
 
 
@@ -426,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_metadata)
 
-    p = sub.add_parser("plugins", help="list the installed metadata parsers")
+    p = sub.add_parser("plugins", help="list the installed metadata parsers and image processors")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("demo-data", help="write a small synthetic experiment in the real layout")

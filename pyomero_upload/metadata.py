@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .acqlog import AcqLogParser
 from .errors import InputError
 from .model import ExperimentMetadata
-from .plugins import MetadataParser, coerce_metadata, load_parser
-from .sidecar import find_sidecar, merge, parse_sidecar
+from .plugins.acqlog import AcqLogParser
+from .plugins.base import MetadataParser
+from .plugins.registry import coerce_metadata, load_parser
+from .plugins.sidecar import find_sidecar, merge, parse_sidecar
 
 log = logging.getLogger(__name__)
 

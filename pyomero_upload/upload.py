@@ -9,7 +9,6 @@ import logging
 import tempfile
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,10 +31,9 @@ from .omero import containers, images, queries
 from .omero.connection import Connection
 from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
+from .plugins.base import ImageProcessor
 
 log = logging.getLogger(__name__)
-
-IMAGE_PROCESSOR_GROUP = "pyomero_upload.image_processors"
 
 
 @dataclass
@@ -80,27 +78,6 @@ class DatasetRef:
 
     id: int
     name: str
-
-
-class ImageProcessor(ABC):
-    """Builds and uploads the images of an experiment into a dataset.
-
-    The original toolkit's plug-in point: a custom processor gets the
-    connection, the indexed experiment, its metadata and the target dataset.
-    """
-
-    @abstractmethod
-    def process(
-        self,
-        conn: Connection,
-        exp: Experiment,
-        metadata: ExperimentMetadata | None,
-        dataset: DatasetRef,
-        options: UploadOptions,
-        result: UploadResult,
-        on_plane: Callable[[int], None] | None = None,
-    ) -> None:
-        """Create the images in ``dataset``; record them in ``result``."""
 
 
 class DefaultImageProcessor(ImageProcessor):
@@ -273,31 +250,6 @@ def upload_experiment(
                           ) from exc
     result.seconds = time.perf_counter() - start
     return result
-
-
-def load_image_processor(name: str | None = None, module_path: Path | None = None
-                         ) -> ImageProcessor:
-    """The default processor, one from ``--module-path`` or from an entry point."""
-    from importlib import metadata as importlib_metadata
-
-    from .errors import InputError
-    from .plugins import load_module_class
-
-    if module_path is not None:
-        cls = load_module_class(module_path, "custom_image_processor.py", "CustomImageProcessor")
-        where = str(Path(module_path) / "custom_image_processor.py")
-    elif name and name != "default":
-        eps = {ep.name: ep for ep in importlib_metadata.entry_points(group=IMAGE_PROCESSOR_GROUP)}
-        if name not in eps:
-            raise InputError(None, f"no image processor named {name!r}; installed: "
-                             f"default{', ' if eps else ''}{', '.join(eps)}")
-        cls = eps[name].load()
-        where = f"entry point {eps[name].value}"
-    else:
-        return DefaultImageProcessor()
-    if not isinstance(cls, type) or not callable(getattr(cls, "process", None)):
-        raise InputError(where, "CustomImageProcessor must be a class with a process() method")
-    return cls()
 
 
 __all__ = ["DatasetRef", "DefaultImageProcessor", "ImageProcessor", "UploadOptions",

@@ -18,9 +18,9 @@ import tifffile
 
 from helpers import leftovers, ome_files, read_png
 from pyomero_upload import demo_data
-from pyomero_upload.acqlog import ACQ_SECTIONS
 from pyomero_upload.cli import main
 from pyomero_upload.planes import png_time
+from pyomero_upload.plugins.acqlog import ACQ_SECTIONS
 
 
 def snapshot(folder):

@@ -16,12 +16,12 @@ from ome_types import from_xml
 
 from helpers import SYNTHETIC, copy_lab_files
 from pyomero_upload import demo_data as dd
-from pyomero_upload import plugins
-from pyomero_upload.acqlog import ACQ_SECTIONS, LOG_FIELDS, AcqLogParser
 from pyomero_upload.cli import main
 from pyomero_upload.errors import InputError
 from pyomero_upload.metadata import load_metadata
 from pyomero_upload.model import CLIENT_MAP_NS, ExperimentMetadata
+from pyomero_upload.plugins import registry
+from pyomero_upload.plugins.acqlog import ACQ_SECTIONS, LOG_FIELDS, AcqLogParser
 
 N_POSITIONS, N_TIMEPOINTS = SYNTHETIC["positions"], SYNTHETIC["timepoints"]
 SYNTHETIC_GFP = next(c for c in dd.CHANNELS if c.name == "GFP")
@@ -449,13 +449,20 @@ def test_custom_parser_from_module_path(tmp_path, demo):
 def test_custom_parser_from_entry_point(tmp_path, monkeypatch, demo, capsys):
     (tmp_path / "lab_plugin.py").write_text(CUSTOM)
     monkeypatch.syspath_prepend(str(tmp_path))
-    ep = EntryPoint("lab", "lab_plugin:CustomMetadataParser", plugins.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(plugins, "_entry_points", lambda: [ep])
+    ep = EntryPoint("lab", "lab_plugin:CustomMetadataParser", registry.PARSER_GROUP)
+    installed = registry._entry_points
+    monkeypatch.setattr(registry, "_entry_points", lambda group: (
+        (*installed(group), ep) if group == registry.PARSER_GROUP else installed(group)))
     assert load_metadata(demo, parser="lab").description == "from a plug-in"
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"lab +entry point lab_plugin:CustomMetadataParser", out)
-    assert re.search(r"auto +built in +\[default\]", out)
+    parsers, processors = out.split("Image processors")
+    assert re.search(r"lab +entry point lab_plugin:CustomMetadataParser", parsers)
+    # The built-ins, declared in pyproject.toml, of both kinds.
+    assert re.search(r"auto +built in +\[default\]", parsers)
+    assert re.search(r"acqlog +built in", parsers) and re.search(r"sidecar +built in", parsers)
+    assert re.search(r"default +built in +\[default\]", processors)
+    assert "CustomImageProcessor from DIR/custom_image_processor.py" in processors
 
 
 @pytest.mark.parametrize("source, needle", [

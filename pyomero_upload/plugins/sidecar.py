@@ -41,8 +41,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
-from .model import Acquisition, ChannelInfo, ExperimentMetadata, StagePosition
+from ..errors import InputError
+from ..model import Acquisition, ChannelInfo, ExperimentMetadata, StagePosition
 
 if TYPE_CHECKING:  # pandas loads only where a sidecar has tables
     import pandas as pd

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from .errors import InputError
-from .model import ChannelInfo, ExperimentMetadata, StagePosition, Table
-from .plugins import MetadataParser
+from ..errors import InputError
+from ..model import ChannelInfo, ExperimentMetadata, StagePosition, Table
+from .base import MetadataParser
 
 log = logging.getLogger(__name__)
 
