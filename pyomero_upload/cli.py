@@ -27,13 +27,7 @@ from .errors import (
     UnknownHostError,
     UsageError,
 )
-from .layout import (
-    DEFAULT_PLANE_PATTERN,
-    DEFAULT_POSITION_PATTERN,
-    Experiment,
-    NamingRule,
-    discover,
-)
+from .layout import DEFAULT_PLANE_PATTERN, DEFAULT_POSITION_PATTERN, Experiment, NamingRule
 from .model import ExperimentMetadata
 
 log = logging.getLogger("pyomero_upload")
@@ -129,57 +123,45 @@ def _add_metadata_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_parser_options(args: argparse.Namespace) -> None:
+    if args.custom_metadata_parser and args.module_path is None:
+        raise UsageError("--custom-metadata-parser needs --module-path DIR")
+
+
 def _metadata(args: argparse.Namespace) -> ExperimentMetadata | None:
     from .metadata import load_metadata
 
-    if args.custom_metadata_parser and args.module_path is None:
-        raise UsageError("--custom-metadata-parser needs --module-path DIR")
-    return load_metadata(
-        args.data,
-        parser=args.parser,
-        module_path=args.module_path if args.custom_metadata_parser else None,
-        ignore=args.ignore_metadata,
-    )
+    _check_parser_options(args)
+    return load_metadata(args.data, parser=args.parser,
+                         module_path=args.module_path if args.custom_metadata_parser else None,
+                         ignore=args.ignore_metadata)
 
 
 def _discover_with_metadata(
     args: argparse.Namespace,
 ) -> tuple[Experiment, ExperimentMetadata | None]:
-    """Layout first (its errors are the likelier ones), then the metadata,
-    whose channel order applies unless --channel-order was given."""
-    exp = _discover(args)
-    metadata = _metadata(args)
-    if metadata is not None and not args.channel_order:
-        exp.reorder_channels(metadata.channel_order())
-    return exp, metadata
+    from .session import open_experiment
 
-
-def _discover(args: argparse.Namespace) -> Experiment:
+    _check_parser_options(args)
     try:
         rule = NamingRule(args.position_pattern, args.plane_pattern)
         rule.plane_regex()
         rule.position_regex()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    order = [c for c in args.channel_order.split(",") if c.strip()] if args.channel_order else None
-    exp = discover(
+    exp, metadata = open_experiment(
         args.data,
-        rule,
-        channel_order=order,
+        parser=args.parser,
+        module_path=args.module_path if args.custom_metadata_parser else None,
+        ignore_metadata=args.ignore_metadata,
+        rule=rule,
+        channel_order=args.channel_order.split(",") if args.channel_order else None,
         allow_missing=args.allow_missing,
         workers=args.workers,
     )
-    if order:
-        unknown = [c for c in order if c.strip().lower() not in {x.lower() for x in exp.channels}]
-        if unknown:
-            raise InputError(
-                args.data,
-                f"--channel-order names channel(s) not found in any file: {', '.join(unknown)} "
-                f"(found: {', '.join(exp.channels)})",
-            )
     for path in exp.ignored:
         log.debug("ignored (not an image plane): %s", path)
-    return exp
+    return exp, metadata
 
 
 def _format_values(values: list[int]) -> str:

@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .layout import discover
-from .metadata import load_metadata
-from .plugins import coerce_metadata
+from .session import open_experiment
 
 
 class PyOmeroUploader:
@@ -53,17 +51,8 @@ class PyOmeroUploader:
         from .omero.connection import Connection, ConnectionSettings
         from .upload import DefaultImageProcessor, UploadOptions, upload_experiment
 
-        root = Path(data_path)
-        if ignore_metadata:
-            metadata = None
-        elif parser_class is not None:
-            metadata = coerce_metadata(parser_class().extract_metadata(root),
-                                       parser_class.__name__)
-        else:
-            metadata = load_metadata(root)
-        exp = discover(root)
-        if metadata is not None:
-            exp.reorder_channels(metadata.channel_order())
+        exp, metadata = open_experiment(data_path, parser=parser_class,
+                                        ignore_metadata=ignore_metadata)
         processor = image_processor_impl or DefaultImageProcessor
         if isinstance(processor, type):
             processor = processor()

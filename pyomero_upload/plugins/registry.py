@@ -85,7 +85,8 @@ def available_processors() -> dict[str, PluginEntry]:
     return available(PROCESSOR_GROUP)
 
 
-def _instantiate(cls: Any, where: str, method: str) -> Any:
+def instantiate(cls: Any, where: str, method: str) -> Any:
+    """``cls()``, once checked to be a class with ``method``; errors name ``where``."""
     if not isinstance(cls, type):
         raise InputError(where, f"{cls!r} is not a class")
     if not callable(getattr(cls, method, None)):
@@ -121,7 +122,7 @@ def load(group: str, name: str | None = None, module_path: Path | None = None) -
     filename, class_name, method = CUSTOM[group]
     if module_path is not None:
         cls = load_module_class(module_path, filename, class_name)
-        return _instantiate(cls, str(Path(module_path) / filename), method)
+        return instantiate(cls, str(Path(module_path) / filename), method)
     name = name or (DEFAULT_PARSER if group == PARSER_GROUP else DEFAULT_PROCESSOR)
     plugins = available(group)
     if name not in plugins:
@@ -135,7 +136,7 @@ def load(group: str, name: str | None = None, module_path: Path | None = None) -
         raise InputError(
             None, f"{KINDS[group]} {name!r} ({entry.origin}) failed to load: {exc}"
         ) from None
-    return _instantiate(cls, f"{KINDS[group]} {name!r} ({entry.origin})", method)
+    return instantiate(cls, f"{KINDS[group]} {name!r} ({entry.origin})", method)
 
 
 def load_parser(name: str | None = None, module_path: Path | None = None) -> Any:
