@@ -94,7 +94,8 @@ def _add_layout_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive_int,
         default=None,
-        help="decoder threads (default: all cores)",
+        help="CPU cores to use (default: all): N threads decode planes (and read their "
+        "headers); an upload sends up to N positions at once, sharing the N decoders",
     )
 
 
@@ -240,7 +241,8 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("OMERO server (else OMERO_HOST, OMERO_PORT, OMERO_USER, "
                              "OMERO_PASSWORD, OMERO_GROUP; else --config; else a prompt)")
     g.add_argument("-s", "--server", "--host", dest="host", help="server host name")
-    g.add_argument("-o", "--port", type=int, default=None, help="port (default 4064)")
+    # No -o here (it is export's --output); upload_cli keeps the original's -o for the port.
+    g.add_argument("--port", type=int, default=None, help="port (default 4064)")
     g.add_argument("-u", "--user", "--username", dest="user", help="user name")
     g.add_argument("--group", help="OMERO group to upload into")
     g.add_argument("-c", "--config", "--config-file", dest="config", type=Path,
@@ -385,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layout_options(p)
     _add_metadata_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--dataset", help="dataset name (sub-folder of OUTPUT; default: DATA's name)")
+    p.add_argument("-n", "--dataset",
+                   help="dataset name (sub-folder of OUTPUT; default: DATA's name)")
     p.add_argument("--compression", choices=("none", "zlib", "zstd"), default="none")
     p.add_argument(
         "--pyramid",
@@ -437,7 +440,8 @@ def add_upload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-y", "--hypercube", action=argparse.BooleanOptionalAction, default=True,
                    help="one 5-D image per position (default); --no-hypercube: one image "
                    "per plane file")
-    g.add_argument("-v", "--include-provenance-metadata", "--provenance", dest="provenance",
+    # No -v here (it is --verbose); upload_cli keeps the original's -v.
+    g.add_argument("--provenance", "--include-provenance-metadata", dest="provenance",
                    action=argparse.BooleanOptionalAction, default=True,
                    help="tool, version, citation and checksums as key-value pairs")
     g.add_argument("-i", "--custom-image-processor", action="store_true",

@@ -246,3 +246,29 @@ def test_only_the_omero_package_imports_omero():
         if pattern.search(f.read_text(encoding="utf-8"))
         and f.relative_to(root).parts[0] not in ("omero", "testing"))
     assert offenders == []
+
+
+def test_short_flags_mean_one_thing_across_subcommands():
+    """-o is --output wherever it exists, -v is --verbose, -n --dataset, and so on."""
+    import argparse
+
+    from pyomero_upload.cli import build_parser
+
+    parser = build_parser()
+    meaning: dict[str, set[str]] = {}
+
+    def collect(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    collect(sub)
+                continue
+            longs = [o for o in action.option_strings if o.startswith("--")]
+            for short in (o for o in action.option_strings if len(o) == 2):
+                meaning.setdefault(short, set()).add(longs[0] if longs else action.dest)
+
+    collect(parser)
+    clashes = {short: longs for short, longs in meaning.items() if len(longs) > 1}
+    assert clashes == {}
+    assert meaning["-o"] == {"--output"} and meaning["-v"] == {"--verbose"}
+    assert meaning["-n"] == {"--dataset"}
