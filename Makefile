@@ -61,8 +61,9 @@ test: install bioformats ## Run the test suite
 
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') .ci/run
 
-lint: install ## ruff; shellcheck (Debian's) and hadolint; committed notebooks carry no outputs
+lint: install ## ruff, mypy; shellcheck (Debian's) and hadolint; committed notebooks carry no outputs
 	$(BIN)/ruff check pyomero_upload tests benchmarks docker notebooks/check_no_outputs.py
+	$(BIN)/mypy
 	@command -v shellcheck >/dev/null || { echo "make lint needs shellcheck: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(i)/Dockerfile)

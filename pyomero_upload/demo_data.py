@@ -133,14 +133,14 @@ def _render(cells: np.ndarray, size: int, channel: str, focus: float, t: int,
         base, scale, noise = 300.0, 3500.0, 25.0
     else:
         base, scale, noise = 4000.0, 1500.0, 60.0
-    image = base + scale * image + rng.normal(0, noise, image.shape)
-    return np.clip(image, 0, 65535).astype(np.uint16)
+    counts = base + scale * image + rng.normal(0, noise, image.shape)
+    return np.clip(counts, 0, 65535).astype(np.uint16)
 
 
 def _png(plane: np.ndarray, taken: datetime) -> bytes:
     """The plane as PNG with a tIME chunk (UTC) right after the header, as the microscope
     writes them."""
-    data = imagecodecs.png_encode(plane, level=1)  # fast; hardly larger on noisy planes
+    data = bytes(imagecodecs.png_encode(plane, level=1))  # fast; hardly larger on noisy planes
     ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
     body = b"tIME" + struct.pack(">HBBBBB", taken.year, taken.month, taken.day,
                                  taken.hour, taken.minute, taken.second)

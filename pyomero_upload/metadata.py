@@ -72,7 +72,8 @@ def load_metadata(
     if not root.is_dir():
         raise InputError(root, "folder does not exist" if not root.exists() else "is not a folder")
     if module_path is not None or parser is None or isinstance(parser, str):
-        instance = load_parser(parser, Path(module_path) if module_path else None)
+        instance = load_parser(parser if isinstance(parser, str) else None,
+                               Path(module_path) if module_path else None)
     elif isinstance(parser, type):
         instance = instantiate(parser, f"parser class {parser.__name__}", "extract_metadata")
     else:

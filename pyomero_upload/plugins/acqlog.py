@@ -292,16 +292,16 @@ def _parse_flow(lines: list[str], meta: ExperimentMetadata, path: Path) -> None:
                     k += 1
         i += 1
     if params:
-        values = [v for _, _, v in params]
-        numeric = all(isinstance(v, int | float) for v in values)
+        cells = [v for _, _, v in params]
+        numeric = all(isinstance(v, int | float) for v in cells)
         meta.tables["Switching_parameters"] = Table(
             {"Parameter": [p for p, _, _ in params], "Index": [k for _, k, _ in params],
-             "Value": [float(v) for v in values] if numeric else values},  # type: ignore[arg-type]
+             "Value": [float(v) for v in cells] if numeric else cells},
             {"Parameter": "object", "Index": "int64", "Value": "float64" if numeric else "object"},
         )
         for name in dict.fromkeys(p for p, _, _ in params):
-            values = ", ".join(_fmt(v) for p, _, v in params if p == name)
-            meta.kvps.append((f"Switching {name.lower()}", values))
+            joined = ", ".join(_fmt(v) for p, _, v in params if p == name)
+            meta.kvps.append((f"Switching {name.lower()}", joined))
     elif not any(line.startswith("Switching parameters") for line in lines):
         log.warning("%s: section Flow_control: no switching parameters", path)
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..model import Acquisition, ChannelInfo, ExperimentMetadata, StagePosition
+from ..model import Acquisition, ChannelInfo, ExperimentMetadata, StagePosition, Tables
 
 if TYPE_CHECKING:  # pandas loads only where a sidecar has tables
     import pandas as pd
@@ -228,7 +228,7 @@ def merge(base: ExperimentMetadata, over: ExperimentMetadata) -> ExperimentMetad
         description=over.description or base.description,
         tags=list(dict.fromkeys(base.tags + over.tags)),
         project=over.project or base.project,
-        tables={**base.tables, **over.tables},
+        tables=Tables({**base.tables, **over.tables}),
         attachments=list(dict.fromkeys(base.attachments + over.attachments)),
     )
     over_keys = {k for k, _ in over.kvps}
