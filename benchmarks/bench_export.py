@@ -361,6 +361,7 @@ def main() -> int:
     nbytes_big = n_big * 512 * 512 * 2
     read = warm_cache(big_files) + warm_cache(small_files)
     print(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
+          f"load average {os.getloadavg()[0]:.1f} (other jobs slow every figure), "
           f"Python {sys.version.split()[0]}; CLI {args.cli}")
     print(f"experiment: {args.positions} positions x {args.timepoints} T x 3 C x 5 Z = "
           f"{n_big} planes ({nbytes_big / 1e9:.1f} GB of pixels) at {big}; small: "
@@ -426,7 +427,7 @@ def main() -> int:
             original = {"rate": n_small / run.seconds, "rss": run.peak_rss_mb}
 
     # --- the figures, each with its baseline from this run ---
-    print()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     print("runs (seconds): " + "; ".join(
         f"{k} decode {', '.join(f'{s:.2f}' for s, _ in v)}" for k, v in decode.items())
         + f"; export {', '.join(f'{r.seconds:.2f}' for r in export_big)}"
