@@ -69,7 +69,8 @@ lint: install ## ruff, mypy; shellcheck (Debian's) and hadolint; committed noteb
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(i)/Dockerfile)
 	$(BIN)/python notebooks/check_no_outputs.py
 
-bench: install-omero ## Benchmarks: export and upload vs decode-only and the original's methods
+bench: install-omero bioformats ## Benchmarks: start-up; export vs the decode limit and Bio-Formats; upload
+	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_upload.py $(BENCH_ARGS)
 
