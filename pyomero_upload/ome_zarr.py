@@ -330,9 +330,8 @@ def multiscale(spec: ImageSpec, levels: Sequence[Level], ngff_version: str) -> d
         if known[name]:
             axis["unit"] = "second" if name == "t" else "micrometer"
         axes.append(axis)
-    full_y, full_x = levels[0].shape
     datasets = []
-    for k, level in enumerate(levels):
+    for k in range(len(levels)):
         # Sub-resolutions drop odd edges (2 x 2 means): each pixel covers 2^k.
         factor = 2.0**k
         scale = [
