@@ -587,6 +587,7 @@ def export_ome_zarr(
     left there are removed first.
     """
     fmt = StoreFormat(ngff_version, compression)
+    _require_zarr()
     if any(p.shape is None for p in exp.positions):
         raise ValueError("experiment was discovered with probe=False; shapes are unknown")
     start = time.perf_counter()
@@ -608,6 +609,17 @@ def export_ome_zarr(
         raise
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _require_zarr() -> None:
+    """zarr-python 3 is there, or one line that says how to get it."""
+    try:
+        import zarr
+    except ImportError:
+        zarr = None
+    if zarr is None or int(zarr.__version__.split(".")[0]) < 3:
+        raise InputError(None, "OME-Zarr export needs zarr-python 3 (Python 3.11 or later): "
+                               "pip install 'zarr>=3.1'")
 
 
 @dataclass
