@@ -241,7 +241,7 @@ class _ShardFile:
     def __init__(self, path: Path, chunks_per_shard: tuple[int, ...]):
         import numpy as np
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(path.parent, exist_ok=True)
         self.path = path
         self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
         self.index = np.full((*chunks_per_shard, 2), _EMPTY, dtype="<u8")
@@ -270,6 +270,7 @@ class _TimepointWriter:
         self.levels = levels
         self.fmt = fmt
         self.t = t
+        self._folders: set[Path] = set()
         self.shards: list[_ShardFile] = []
         if fmt.zarr_format == 3:
             self.shards = [
@@ -287,8 +288,11 @@ class _TimepointWriter:
                     self.shards[k].add((0, c, z, iy, ix), data)
                 else:
                     folder = self.root / str(k) / str(self.t) / str(c) / str(z) / str(iy)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    (folder / str(ix)).write_bytes(data)
+                    if folder not in self._folders:
+                        os.makedirs(folder, exist_ok=True)
+                        self._folders.add(folder)
+                    with open(folder / str(ix), "wb") as f:
+                        f.write(data)
 
     def close(self) -> None:
         for shard in self.shards:
