@@ -70,6 +70,7 @@ lint: install ## ruff; shellcheck (Debian's) and hadolint; committed notebooks c
 
 bench: install-omero ## Benchmarks: export and upload vs decode-only and the original's methods
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_zarr.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_upload.py $(BENCH_ARGS)
 
 root-image: ## Build the Debian bookworm root image from Debian's packages (debootstrap)
