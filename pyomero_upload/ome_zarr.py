@@ -144,8 +144,8 @@ class StoreFormat:
     def zarr_format(self) -> int:
         return 3 if self.ngff_version == "0.5" else 2
 
-    def blosc(self, itemsize: int):
-        """The numcodecs Blosc codec of the chunks (None for ``none``)."""
+    def blosc(self, itemsize: int) -> Any:
+        """The numcodecs ``Blosc`` codec of the chunks (None for ``none``)."""
         if self.compression == "none":
             return None
         from numcodecs import Blosc
@@ -446,7 +446,7 @@ def read_fingerprint(store: Path) -> str | None:
 # --- one store --------------------------------------------------------------------------
 
 
-def _create_arrays(root: Path, spec: ImageSpec, levels: Sequence[Level], fmt: StoreFormat):
+def _create_arrays(root: Path, spec: ImageSpec, levels: Sequence[Level], fmt: StoreFormat) -> Any:
     """The group and one array per level, their metadata written by zarr-python."""
     import numpy as np
     import zarr
@@ -467,7 +467,8 @@ def _create_arrays(root: Path, spec: ImageSpec, levels: Sequence[Level], fmt: St
             options["shards"] = (1, size_c, size_z, ny * cy, nx * cx)
             options["dimension_names"] = AXES
             options["compressors"] = None if codec is None else BloscCodec(
-                cname=fmt.compression, clevel=codec.clevel,
+                cname=fmt.compression,  # type: ignore[arg-type]  # one of COMPRESSIONS
+                clevel=codec.clevel,
                 shuffle="shuffle" if codec.shuffle else "noshuffle",
                 typesize=itemsize, blocksize=codec.blocksize)
         else:
@@ -618,10 +619,10 @@ def export_ome_zarr(
 def _require_zarr() -> None:
     """zarr-python 3 is there, or one line that says how to get it."""
     try:
-        import zarr
+        from zarr import __version__ as version
     except ImportError:
-        zarr = None
-    if zarr is None or int(zarr.__version__.split(".")[0]) < 3:
+        version = "0"
+    if int(version.split(".")[0]) < 3:
         raise InputError(None, "OME-Zarr export needs zarr-python 3 (Python 3.11 or later): "
                                "pip install 'zarr>=3.1'")
 

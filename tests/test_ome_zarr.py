@@ -226,6 +226,8 @@ def test_demo_layout_on_disk(demo, demo_stores):
         assert meta["compressor"]["id"] == "blosc" and meta["compressor"]["cname"] == "zstd"
         assert meta["dimension_separator"] == "/"
         assert len(data_files) == exp.planes_per_position
+        # .zgroup, .zattrs, 0/.zarray, 0/.zattrs, OME/.zgroup, OME/.zattrs, the OME-XML
+        assert count_files(store) == exp.planes_per_position + 7
     # Compressed: smaller than the raw pixels.
     assert sum(f.stat().st_size for f in data_files) < exp.position_nbytes(exp.positions[0])
 
