@@ -61,14 +61,16 @@ test: install bioformats ## Run the test suite
 
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') .ci/run
 
-lint: install ## ruff; shellcheck (Debian's) and hadolint; committed notebooks carry no outputs
+lint: install ## ruff, mypy; shellcheck (Debian's) and hadolint; committed notebooks carry no outputs
 	$(BIN)/ruff check pyomero_upload tests benchmarks docker notebooks/check_no_outputs.py
+	$(BIN)/mypy
 	@command -v shellcheck >/dev/null || { echo "make lint needs shellcheck: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(i)/Dockerfile)
 	$(BIN)/python notebooks/check_no_outputs.py
 
-bench: install-omero ## Benchmarks: export and upload vs decode-only and the original's methods
+bench: install-omero bioformats ## Benchmarks: start-up; export vs the decode limit and Bio-Formats; upload
+	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_zarr.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_upload.py $(BENCH_ARGS)

@@ -48,16 +48,16 @@ def measure(fn) -> tuple[float, float]:
 
 def run_ours(data: Path, workers: int):
     from omero_fake import FakeServer, client_factory
-    from pyomero_upload import omero_client as oc
     from pyomero_upload.layout import discover
+    from pyomero_upload.omero.connection import Connection, ConnectionSettings
     from pyomero_upload.upload import UploadOptions, upload_experiment
 
     server = FakeServer(keep_pixels=False)
     exp = discover(data)
-    settings = oc.ConnectionSettings("omero.test", 4064, "alice", "secret")
+    settings = ConnectionSettings("omero.test", 4064, "alice", "secret")
 
     def job():
-        with oc.Connection.open(settings, client_factory(server)) as conn:
+        with Connection.open(settings, client_factory(server)) as conn:
             upload_experiment(conn, exp, None, UploadOptions("bench", workers=workers))
 
     cpu, wall = measure(job)
@@ -70,23 +70,23 @@ def run_original(data: Path):
     from PIL import Image
 
     from omero_fake import FakeServer, client_factory
-    from pyomero_upload import omero_client as oc
+    from pyomero_upload.describe import describe
     from pyomero_upload.layout import discover
+    from pyomero_upload.omero.connection import Connection, ConnectionSettings
+    from pyomero_upload.omero.containers import ensure_dataset
+    from pyomero_upload.omero.images import create_image
 
     server = FakeServer(keep_pixels=False)
     exp = discover(data)
-    settings = oc.ConnectionSettings("omero.test", 4064, "alice", "secret")
+    settings = ConnectionSettings("omero.test", 4064, "alice", "secret")
 
     def job():
-        with oc.Connection.open(settings, client_factory(server)) as conn:
-            dataset, _ = oc.ensure_dataset(conn, "original")
+        with Connection.open(settings, client_factory(server)) as conn:
+            dataset_id, _ = ensure_dataset(conn, "original")
             for pos in exp.positions:  # one after another
-                y, x = pos.shape
-                _, pixels, _ = oc.create_image(conn, dataset, pos.name,
-                                               (x, y, exp.size_z, exp.size_c, exp.size_t),
-                                               pos.dtype)
+                new = create_image(conn, dataset_id, describe(exp, pos))
                 store = conn.sf.createRawPixelsStore()
-                store.setPixelsId(pixels.id.val, True)
+                store.setPixelsId(new.pixels_id, True)
                 for i, path in enumerate(exp.plane_paths(pos)):
                     with Image.open(path) as im:
                         plane = np.asarray(im)

@@ -2,7 +2,7 @@
 
 The package turns a folder of single-plane image files (one sub-folder per
 stage position) into one X, Y, Z, C, T hypercube per position, written as
-OME-TIFF or uploaded to OMERO.  Only :mod:`pyomero_upload.omero_client`
+OME-TIFF or uploaded to OMERO.  Only the package :mod:`pyomero_upload.omero`
 imports the OMERO libraries; everything else works without them.
 """
 

@@ -1,7 +1,9 @@
 """Command-line interface: ``pyomero-upload`` (or ``python -m pyomero_upload``).
 
-Exit codes: 0 success, 1 bad input (one line naming the file and the
-problem), 2 usage error, 130 interrupted.
+Exit codes (:data:`EXIT_CODES`, the only place they are set): 0 success, 1 bad
+input (one line naming the file and the problem), 2 usage error, 3 login
+refused, 4 unknown host, 5 connection refused, 6 timeout, 7 other OMERO error,
+8 OMERO libraries missing, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,23 +17,42 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError
-from .layout import (
-    DEFAULT_PLANE_PATTERN,
-    DEFAULT_POSITION_PATTERN,
-    Experiment,
-    NamingRule,
-    discover,
+from .errors import (
+    ConnectionRefusedError_,
+    InputError,
+    LoginRefusedError,
+    OmeroError,
+    OmeroMissingError,
+    OmeroTimeoutError,
+    UnknownHostError,
+    UsageError,
 )
+from .layout import DEFAULT_PLANE_PATTERN, DEFAULT_POSITION_PATTERN, Experiment, NamingRule
 from .model import ExperimentMetadata
 
 log = logging.getLogger("pyomero_upload")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_AUTH, EXIT_UNKNOWN_HOST, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_OMERO, EXIT_NO_OMERO = range(3, 9)
+#: Exception class -> exit code; the first match in this order wins.
+EXIT_CODES: dict[type[Exception], int] = {
+    InputError: EXIT_INPUT,  # PluginError included: a plug-in's bug is not the server's
+    UsageError: EXIT_USAGE,
+    LoginRefusedError: EXIT_AUTH,
+    UnknownHostError: EXIT_UNKNOWN_HOST,
+    ConnectionRefusedError_: EXIT_REFUSED,
+    OmeroTimeoutError: EXIT_TIMEOUT,
+    OmeroMissingError: EXIT_NO_OMERO,
+    OmeroError: EXIT_OMERO,
+}
 
 
-class UsageError(Exception):
-    """Arguments that parse but cannot work together."""
+def exit_code(exc: Exception) -> int | None:
+    """The exit code for one of our exceptions (None: not ours, a bug)."""
+    for cls, code in EXIT_CODES.items():
+        if isinstance(exc, cls):
+            return code
+    return None
 
 
 def _positive_int(text: str) -> int:
@@ -73,7 +94,8 @@ def _add_layout_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive_int,
         default=None,
-        help="decoder threads (default: all cores)",
+        help="CPU cores to use (default: all): N threads decode planes (and read their "
+        "headers); an upload sends up to N positions at once, sharing the N decoders",
     )
 
 
@@ -102,57 +124,45 @@ def _add_metadata_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_parser_options(args: argparse.Namespace) -> None:
+    if args.custom_metadata_parser and args.module_path is None:
+        raise UsageError("--custom-metadata-parser needs --module-path DIR")
+
+
 def _metadata(args: argparse.Namespace) -> ExperimentMetadata | None:
     from .metadata import load_metadata
 
-    if args.custom_metadata_parser and args.module_path is None:
-        raise UsageError("--custom-metadata-parser needs --module-path DIR")
-    return load_metadata(
-        args.data,
-        parser=args.parser,
-        module_path=args.module_path if args.custom_metadata_parser else None,
-        ignore=args.ignore_metadata,
-    )
+    _check_parser_options(args)
+    return load_metadata(args.data, parser=args.parser,
+                         module_path=args.module_path if args.custom_metadata_parser else None,
+                         ignore=args.ignore_metadata)
 
 
 def _discover_with_metadata(
     args: argparse.Namespace,
 ) -> tuple[Experiment, ExperimentMetadata | None]:
-    """Layout first (its errors are the likelier ones), then the metadata,
-    whose channel order applies unless --channel-order was given."""
-    exp = _discover(args)
-    metadata = _metadata(args)
-    if metadata is not None and not args.channel_order:
-        exp.reorder_channels(metadata.channel_order())
-    return exp, metadata
+    from .session import open_experiment
 
-
-def _discover(args: argparse.Namespace) -> Experiment:
+    _check_parser_options(args)
     try:
         rule = NamingRule(args.position_pattern, args.plane_pattern)
         rule.plane_regex()
         rule.position_regex()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    order = [c for c in args.channel_order.split(",") if c.strip()] if args.channel_order else None
-    exp = discover(
+    exp, metadata = open_experiment(
         args.data,
-        rule,
-        channel_order=order,
+        parser=args.parser,
+        module_path=args.module_path if args.custom_metadata_parser else None,
+        ignore_metadata=args.ignore_metadata,
+        rule=rule,
+        channel_order=args.channel_order.split(",") if args.channel_order else None,
         allow_missing=args.allow_missing,
         workers=args.workers,
     )
-    if order:
-        unknown = [c for c in order if c.strip().lower() not in {x.lower() for x in exp.channels}]
-        if unknown:
-            raise InputError(
-                args.data,
-                f"--channel-order names channel(s) not found in any file: {', '.join(unknown)} "
-                f"(found: {', '.join(exp.channels)})",
-            )
     for path in exp.ignored:
         log.debug("ignored (not an image plane): %s", path)
-    return exp
+    return exp, metadata
 
 
 def _format_values(values: list[int]) -> str:
@@ -245,7 +255,8 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("OMERO server (else OMERO_HOST, OMERO_PORT, OMERO_USER, "
                              "OMERO_PASSWORD, OMERO_GROUP; else --config; else a prompt)")
     g.add_argument("-s", "--server", "--host", dest="host", help="server host name")
-    g.add_argument("-o", "--port", type=int, default=None, help="port (default 4064)")
+    # No -o here (it is export's --output); upload_cli keeps the original's -o for the port.
+    g.add_argument("--port", type=int, default=None, help="port (default 4064)")
     g.add_argument("-u", "--user", "--username", dest="user", help="user name")
     g.add_argument("--group", help="OMERO group to upload into")
     g.add_argument("-c", "--config", "--config-file", dest="config", type=Path,
@@ -257,30 +268,19 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def connect(args: argparse.Namespace):
-    """Resolve the settings and log in once; the caller closes the connection."""
-    from . import omero_client as oc
-    from .credentials import resolve
+    """Log in once with the upload options' settings; the caller closes the connection."""
+    from .omero.connection import connect as omero_connect
 
-    oc.require_omero()
-    session_key = args.session_key
-    host = args.host
-    if not session_key and not args.user and not os.environ.get("OMERO_USER"):
-        stored = oc.stored_session()
-        if stored and (host is None or host == stored[0]):
-            host, session_key = stored[0], stored[3]
-            log.info("using the session `omero login` stored for %s@%s", stored[2], host)
-    r = resolve(host=host, port=args.port, user=args.user, group=args.group,
-                session_key=session_key, config=args.config,
-                secure=False if args.insecure else None)
-    settings = oc.ConnectionSettings(r.host, r.port, r.user, r.password, r.group, r.secure,
-                                     r.session_key)
-    return oc.Connection.open(settings)
+    return omero_connect(host=args.host, port=args.port, user=args.user, group=args.group,
+                         session_key=args.session_key, config=args.config,
+                         secure=False if args.insecure else None)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .upload import UploadOptions, load_image_processor, upload_experiment
+    from .plugins.registry import load_image_processor
+    from .upload import UploadOptions, upload_experiment
 
     if args.custom_image_processor and args.module_path is None:
         raise UsageError("--custom-image-processor needs --module-path DIR")
@@ -296,18 +296,17 @@ def cmd_upload(args: argparse.Namespace) -> int:
         provenance=args.provenance,
         dry_run=args.dry_run,
     )
+    from .omero import require_omero
+
+    require_omero()
     conn = connect(args)
     try:
         show = sys.stderr.isatty() and not args.quiet and not args.dry_run
         with tqdm(total=exp.nbytes, unit="B", unit_scale=True, desc="upload",
                   disable=not show) as bar:
+            # omero-py/Ice failures arrive as OmeroError; anything else is a bug and
+            # keeps its traceback (a plug-in's arrives as PluginError).
             result = upload_experiment(conn, exp, metadata, options, processor, bar.update)
-    except (InputError, UsageError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # Ice and server errors: one line, own exit code
-        from . import omero_client as oc
-
-        raise oc.as_omero_error(exc, conn.settings) from None
     finally:
         conn.close()
     if not args.quiet:
@@ -348,14 +347,21 @@ def cmd_metadata(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import DEFAULT_PARSER, available_parsers
+    from .plugins import registry
 
-    print("Metadata parsers (--parser NAME):")
-    for name, entry in available_parsers().items():
-        default = "  [default]" if name == DEFAULT_PARSER else ""
-        print(f"  {name:<12} {entry.origin}{default}")
-    print("  (also: --module-path DIR -p loads CustomMetadataParser from "
-          "DIR/custom_metadata_parser.py)")
+    kinds = [
+        ("Metadata parsers (--parser NAME)", registry.PARSER_GROUP, registry.DEFAULT_PARSER,
+         "-p"),
+        ("Image processors (upload --image-processor NAME)", registry.PROCESSOR_GROUP,
+         registry.DEFAULT_PROCESSOR, "-i"),
+    ]
+    for title, group, default_name, flag in kinds:
+        print(f"{title}:")
+        for name, entry in registry.available(group).items():
+            default = "  [default]" if name == default_name else ""
+            print(f"  {name:<12} {entry.origin}{default}")
+        filename, cls, _method = registry.CUSTOM[group]
+        print(f"  (also: --module-path DIR {flag} loads {cls} from DIR/{filename})")
     return EXIT_OK
 
 
@@ -395,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layout_options(p)
     _add_metadata_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--dataset", help="dataset name (sub-folder of OUTPUT; default: DATA's name)")
+    p.add_argument("-n", "--dataset",
+                   help="dataset name (sub-folder of OUTPUT; default: DATA's name)")
     p.add_argument(
         "--format",
         choices=("ome-tiff", "ome-zarr"),
@@ -444,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_metadata)
 
-    p = sub.add_parser("plugins", help="list the installed metadata parsers")
+    p = sub.add_parser("plugins", help="list the installed metadata parsers and image processors")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("demo-data", help="write a small synthetic experiment in the real layout")
@@ -465,7 +472,8 @@ def add_upload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-y", "--hypercube", action=argparse.BooleanOptionalAction, default=True,
                    help="one 5-D image per position (default); --no-hypercube: one image "
                    "per plane file")
-    g.add_argument("-v", "--include-provenance-metadata", "--provenance", dest="provenance",
+    # No -v here (it is --verbose); upload_cli keeps the original's -v.
+    g.add_argument("--provenance", "--include-provenance-metadata", dest="provenance",
                    action=argparse.BooleanOptionalAction, default=True,
                    help="tool, version, citation and checksums as key-value pairs")
     g.add_argument("-i", "--custom-image-processor", action="store_true",
@@ -495,22 +503,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return args.func(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except UsageError as exc:
-        print(f"usage error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:  # output piped to `head` and closed: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
         return EXIT_OK
     except Exception as exc:
-        from . import omero_client as oc
-
-        if isinstance(exc, oc.OmeroError):
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        raise
+        code = exit_code(exc)
+        if code is None:
+            raise
+        label = "usage error" if isinstance(exc, UsageError) else "error"
+        print(f"{label}: {exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
-        print("interrupted; no partial output was left behind", file=sys.stderr)
+        if args.command == "upload":
+            print("interrupted; images not finished are marked incomplete on the server and "
+                  "are replaced when you run the same command again", file=sys.stderr)
+        else:
+            print("interrupted; no partial output was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,4 +1,8 @@
-"""Exceptions that the command line turns into one-line messages."""
+"""Every exception the package raises on purpose.
+
+Each carries a one-line message for the user.  The exit codes they map to are
+set in one place only, :data:`pyomero_upload.cli.EXIT_CODES`.
+"""
 
 from __future__ import annotations
 
@@ -16,3 +20,49 @@ class InputError(Exception):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class PluginError(InputError):
+    """A user-supplied plug-in (metadata parser, image processor) failed.
+
+    Reported as bad input naming the plug-in, never as a server error.
+    """
+
+
+class UsageError(Exception):
+    """Command-line arguments that parse but cannot work together."""
+
+
+class OmeroError(Exception):
+    """A failure talking to OMERO (exit 7 unless a subclass says otherwise)."""
+
+
+class OmeroMissingError(OmeroError):
+    """The OMERO Python libraries (omero-py, zeroc-ice) are not installed."""
+
+
+class LoginRefusedError(OmeroError):
+    """Wrong user name or password, an expired session key or an unknown group."""
+
+
+class UnknownHostError(OmeroError):
+    """The server's host name does not resolve."""
+
+
+class ConnectionRefusedError_(OmeroError):  # noqa: N801 - the builtin's name is taken
+    """Nothing listens on the server's port, or the connection cannot be made."""
+
+
+class OmeroTimeoutError(OmeroError):
+    """The server did not answer in time (including a login that timed out)."""
+
+
+class ConnectionLostError(OmeroError):
+    """The connection dropped and could not be re-established."""
+
+
+__all__ = [
+    "ConnectionLostError", "ConnectionRefusedError_", "InputError", "LoginRefusedError",
+    "OmeroError", "OmeroMissingError", "OmeroTimeoutError", "PluginError", "UnknownHostError",
+    "UsageError",
+]

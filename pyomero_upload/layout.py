@@ -5,8 +5,9 @@ An experiment folder holds one sub-folder per stage position (``pos001``,
 ``{prefix}_{T}_{C}_{Z}.{ext}``.  :func:`discover` turns that into an
 :class:`Experiment`: the positions in natural order, the distinct T and Z
 values, a deterministic channel order, and for every position a map from
-(T, C, Z) to its file.  Sizes are counts of distinct values, never the
-largest index, so 0-based and 1-based numbering both work.
+(T, C, Z) to its file, plane size and pixel type (read from every plane's
+header).  Sizes are counts of distinct values, never the largest index, so
+0-based and 1-based numbering both work.
 """
 
 from __future__ import annotations
@@ -118,7 +119,12 @@ class Position:
     def read_plane(self, path: Path | None) -> np.ndarray:
         """Decode one of this position's planes (zeros where ``path`` is None,
         a plane filled by --allow-missing); its size and type must match."""
-        assert self.shape is not None and self.dtype is not None, "probe the position first"
+        if self.shape is None or self.dtype is None:
+            raise InputError(
+                self.path,
+                "plane size and pixel type unknown: index the experiment with discover() "
+                "before reading planes",
+            )
         if path is None:
             import numpy as np
 
@@ -363,7 +369,6 @@ def discover(
     rule: NamingRule | None = None,
     channel_order: Sequence[str] | None = None,
     allow_missing: bool = False,
-    probe: bool = True,
     workers: int | None = None,
 ) -> Experiment:
     """Index an experiment folder.
@@ -380,11 +385,10 @@ def discover(
         If False, any plane missing from any position is an error naming
         each one; if True they are recorded in ``Position.missing`` and the
         writers fill them with zeros.
-    probe
-        Read every plane header to find shapes and pixel types (and reject
-        mixed ones).  Needed before writing.
     workers
-        Threads for probing; default all cores.
+        Threads for reading every plane's header (which gives each
+        position's shape and pixel type, and rejects mixed ones); default
+        all cores.
     """
     root = Path(root)
     rule = rule or NamingRule()
@@ -416,6 +420,5 @@ def discover(
             f"{len(exp.missing)} missing plane(s): {_format_missing(exp.missing)} "
             "(use --allow-missing to fill them with zeros)",
         )
-    if probe:
-        probe_positions(exp, workers)
+    probe_positions(exp, workers)
     return exp

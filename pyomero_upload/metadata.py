@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .acqlog import AcqLogParser
 from .errors import InputError
 from .model import ExperimentMetadata
-from .plugins import MetadataParser, coerce_metadata, load_parser
-from .sidecar import find_sidecar, merge, parse_sidecar
+from .plugins.acqlog import AcqLogParser
+from .plugins.base import MetadataParser
+from .plugins.registry import coerce_metadata, instantiate, load_parser
+from .plugins.sidecar import find_sidecar, merge, parse_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +57,27 @@ def _has_lab_files(root: Path) -> bool:
 
 def load_metadata(
     root: str | Path,
-    parser: str | None = None,
+    parser: str | type | MetadataParser | None = None,
     module_path: str | Path | None = None,
     ignore: bool = False,
 ) -> ExperimentMetadata | None:
-    """Run the chosen parser on ``root``; None when ``ignore``."""
+    """Run the chosen parser on ``root``; None when ``ignore``.
+
+    ``parser`` is a parser's name (default ``auto``), a parser class or an
+    instance; ``module_path`` (the original's ``-m DIR -p``) wins over it.
+    """
     if ignore:
         return None
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "folder does not exist" if not root.exists() else "is not a folder")
-    instance = load_parser(parser, Path(module_path) if module_path else None)
+    if module_path is not None or parser is None or isinstance(parser, str):
+        instance = load_parser(parser if isinstance(parser, str) else None,
+                               Path(module_path) if module_path else None)
+    elif isinstance(parser, type):
+        instance = instantiate(parser, f"parser class {parser.__name__}", "extract_metadata")
+    else:
+        instance = parser
     source = f"{type(instance).__module__}.{type(instance).__name__}"
     try:
         result = instance.extract_metadata(root)

@@ -7,6 +7,7 @@ fill it in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,13 @@ CLIENT_MAP_NS = "openmicroscopy.org/omero/client/mapAnnotation"
 PROVENANCE_NS = "pyomero-upload/provenance"
 #: Our namespace for the record of planes filled with zeros (--allow-missing).
 FILLED_NS = "pyomero-upload/filled-planes"
+#: Our namespace for an uploaded image's state (fingerprint, complete or not) and
+#: for the dataset's "annotations complete" marker.
+SOURCE_NS = "pyomero-upload/source"
+#: Our namespace for attached raw files (the Acq and log files, attachments).
+ATTACHMENT_NS = "pyomero-upload/attachment"
+#: OMERO's namespace for tables (OMERO.tables / bulk annotations).
+BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
 
 
 @dataclass
@@ -72,6 +80,58 @@ class Acquisition:
         return None
 
 
+class Table:
+    """A typed table as a parser reads it: named columns of int, float or text.
+
+    Parsing needs no pandas (``plan`` starts in a fraction of a second); the
+    table becomes a DataFrame, with the same column dtypes, where one is used.
+    """
+
+    def __init__(self, columns: dict[str, list[Any]], dtypes: dict[str, str]):
+        self.columns = columns
+        #: pandas dtype of each column: "int64", "float64" or "object".
+        self.dtypes = dtypes
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, values, strict=True))
+                for values in zip(*self.columns.values(), strict=True)]
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({name: pd.Series(values, dtype=self.dtypes[name])
+                             for name, values in self.columns.items()})
+
+
+class Tables(MutableMapping[str, "pd.DataFrame"]):
+    """Name -> DataFrame, where a parser's :class:`Table` is converted on first access."""
+
+    def __init__(self, items: Any = ()):
+        self._items: dict[str, Any] = {}
+        self.update(dict(items))
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        value = self._items[name]
+        if isinstance(value, Table):
+            value = self._items[name] = value.to_frame()
+        return value
+
+    def __setitem__(self, name: str, value: pd.DataFrame | Table) -> None:
+        self._items[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Tables({list(self._items)})"
+
+
 @dataclass
 class ExperimentMetadata:
     """Everything known about an experiment besides its pixels."""
@@ -79,10 +139,15 @@ class ExperimentMetadata:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     kvps: list[tuple[str, str]] = field(default_factory=list)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Tables by name (pandas DataFrames; parsers may store a :class:`Table`).
+    tables: Tables = field(default_factory=Tables)
     acquisition: Acquisition = field(default_factory=Acquisition)
     attachments: list[Path] = field(default_factory=list)
     project: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tables, Tables):
+            self.tables = Tables(self.tables)
 
     def channel_order(self) -> list[str]:
         return [c.name for c in self.acquisition.channels]
@@ -167,9 +232,6 @@ def channel_defaults(name: str) -> ChannelInfo:
     return ChannelInfo(name, None, None, None, (255, 255, 255))
 
 
-#: Our namespace for the source fingerprint (and, in OMERO, the completion mark).
-SOURCE_NS = "pyomero-upload/source"
-
 #: numpy's pixel type names -> OME's (OME-XML ``Pixels/@Type``, OMERO's PixelsType).
 OME_PIXEL_TYPES = {
     "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
@@ -235,6 +297,12 @@ class ImageSpec:
     @property
     def n_planes(self) -> int:
         return self.size[2] * self.size[3] * self.size[4]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels (numpy's names end in the bits per pixel: uint16, float32)."""
+        bits = int("".join(ch for ch in self.dtype if ch.isdigit()))
+        return self.n_planes * self.size[0] * self.size[1] * bits // 8
 
     @property
     def plane_shape(self) -> tuple[int, int]:

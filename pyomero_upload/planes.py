@@ -31,8 +31,6 @@ SUPPORTED_DTYPES = (
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_SUFFIXES = (".tif", ".tiff")
-#: File suffixes treated as image planes by default (lower case).
-PLANE_SUFFIXES = (".png", ".tif", ".tiff")
 
 _PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
 
@@ -45,7 +43,9 @@ class PlaneInfo:
     dtype: np.dtype
 
 
-def _check_dtype(path: Path, dtype: np.dtype) -> np.dtype:
+def _check_dtype(path: Path, dtype: np.dtype | None) -> np.dtype:
+    if dtype is None:
+        raise InputError(path, "no pixel type in the file")
     dtype = np.dtype(dtype)
     if dtype.name not in SUPPORTED_DTYPES:
         raise InputError(path, f"pixel type {dtype.name} is not supported by OME")
@@ -61,13 +61,9 @@ def _probe_png(path: Path) -> PlaneInfo:
     if colour != 0:
         kind = _PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
         raise InputError(path, f"{kind} PNG; planes must be single-channel greyscale")
-    if depth == 16:
-        dtype = np.dtype("uint16")
-    elif depth == 8:
-        dtype = np.dtype("uint8")
-    else:
+    if depth not in (8, 16):
         raise InputError(path, f"{depth}-bit PNG; only 8- and 16-bit planes are supported")
-    return PlaneInfo((height, width), dtype)
+    return PlaneInfo((height, width), np.dtype(f"uint{depth}"))
 
 
 def _probe_tiff(path: Path) -> PlaneInfo:

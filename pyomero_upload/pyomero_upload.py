@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .layout import discover
-from .metadata import load_metadata
-from .plugins import coerce_metadata
+from .session import open_experiment
 
 
 class PyOmeroUploader:
@@ -20,8 +18,8 @@ class PyOmeroUploader:
 
     def __init__(self, user: str, password: str, server: str, port: int = 4064,
                  group: str | None = None, secure: bool = True):
-        self._settings = dict(host=server, port=int(port), user=user, password=password,
-                              group=group, secure=secure)
+        self._settings: dict[str, Any] = dict(host=server, port=int(port), user=user,
+                                              password=password, group=group, secure=secure)
 
     def __repr__(self) -> str:  # never show the password
         s = self._settings
@@ -45,28 +43,24 @@ class PyOmeroUploader:
         ``parser_class``: a metadata parser class (``extract_metadata(path)``);
         ``image_processor_impl``: an :class:`~pyomero_upload.upload.ImageProcessor`
         class or instance.  One login for the whole upload, always closed.
+
+        Raises:
+            pyomero_upload.errors.OmeroError: the server or connection failed.
+            pyomero_upload.errors.InputError: the data or a plug-in failed.
         """
-        from . import omero_client as oc
+        from .omero.connection import Connection, ConnectionSettings
         from .upload import DefaultImageProcessor, UploadOptions, upload_experiment
 
-        root = Path(data_path)
-        if ignore_metadata:
-            metadata = None
-        elif parser_class is not None:
-            metadata = coerce_metadata(parser_class().extract_metadata(root),
-                                       parser_class.__name__)
-        else:
-            metadata = load_metadata(root)
-        exp = discover(root)
-        if metadata is not None:
-            exp.reorder_channels(metadata.channel_order())
+        exp, metadata = open_experiment(data_path, parser=parser_class,
+                                        ignore_metadata=ignore_metadata)
         processor = image_processor_impl or DefaultImageProcessor
         if isinstance(processor, type):
             processor = processor()
         options = UploadOptions(dataset=dataset_name, project=project, hypercube=hypercube,
                                 workers=workers, provenance=include_provenance_kvps)
-        settings = oc.ConnectionSettings(**self._settings)
-        with oc.Connection.open(settings, client_factory) as conn:
+        settings = ConnectionSettings(**self._settings)
+        with Connection.open(settings, client_factory) as conn:
             result = upload_experiment(conn, exp, metadata, options, processor)
-        assert result.dataset_id is not None
+        if result.dataset_id is None:  # only a dry run leaves it unset, and this is none
+            raise RuntimeError("upload finished without a dataset")
         return int(result.dataset_id)

@@ -1,6 +1,6 @@
 """Putting an experiment into OMERO: what to create, skip or replace, and the
 default image processor.  No ``omero`` import here: the server work goes
-through :mod:`pyomero_upload.omero_client`.
+through :mod:`pyomero_upload.omero`, which answers with ids and dataclasses.
 """
 
 from __future__ import annotations
@@ -9,31 +9,31 @@ import logging
 import tempfile
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from . import omero_client as oc
 from .describe import (
-    channel_spec,
+    describe,
+    describe_file,
     file_fingerprint,
     fingerprint_settings,
-    plane_specs,
     provenance_pairs,
     source_fingerprint,
 )
+from .errors import OmeroError, PluginError
 from .layout import Experiment, Position
-from .model import CLIENT_MAP_NS, FILLED_NS, PROVENANCE_NS, ExperimentMetadata
+from .model import CLIENT_MAP_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
+from .omero import annotations as anns
+from .omero import containers, images, queries
+from .omero.connection import Connection
 from .parallel import default_workers, ordered_map, prefetch_window
 from .planes import read_plane
+from .plugins.base import ImageProcessor
 
 log = logging.getLogger(__name__)
-
-IMAGE_PROCESSOR_GROUP = "pyomero_upload.image_processors"
 
 
 @dataclass
@@ -72,26 +72,12 @@ class UploadResult:
         return line
 
 
+@dataclass(frozen=True)
+class DatasetRef:
+    """The target dataset as plug-ins see it: its id and name."""
 
-class ImageProcessor(ABC):
-    """Builds and uploads the images of an experiment into a dataset.
-
-    The original toolkit's plug-in point: a custom processor gets the
-    connection, the indexed experiment, its metadata and the target dataset.
-    """
-
-    @abstractmethod
-    def process(
-        self,
-        conn: oc.Connection,
-        exp: Experiment,
-        metadata: ExperimentMetadata | None,
-        dataset: Any,
-        options: UploadOptions,
-        result: UploadResult,
-        on_plane: Callable[[int], None] | None = None,
-    ) -> None:
-        """Create the images in ``dataset``; record them in ``result``."""
+    id: int
+    name: str
 
 
 class DefaultImageProcessor(ImageProcessor):
@@ -101,10 +87,10 @@ class DefaultImageProcessor(ImageProcessor):
         workers = options.workers or default_workers()
         settings = fingerprint_settings(metadata, options.provenance, options.hypercube,
                                         "omero-1")
-        existing = {}
-        for img in oc.existing_images(conn, dataset.id.val):
+        existing: dict[str, list[queries.ExistingImage]] = {}
+        for img in queries.existing_images(conn, dataset.id):
             existing.setdefault(img.name, []).append(img)
-        tags = oc.ensure_tags(conn, metadata.tags) if metadata and metadata.tags else []
+        tags = anns.ensure_tags(conn, metadata.tags) if metadata and metadata.tags else []
         prov = provenance_pairs(exp, action="Upload") if options.provenance else []
         lock = threading.Lock()
 
@@ -127,7 +113,7 @@ class DefaultImageProcessor(ImageProcessor):
             if options.dry_run:
                 continue
             if old:
-                oc.delete_images(conn, [o.id for o in old])
+                containers.delete_images(conn, [o.id for o in old])
             jobs.append((pos, single, fp))
         if options.dry_run or not jobs:
             return
@@ -136,13 +122,27 @@ class DefaultImageProcessor(ImageProcessor):
         parallel = max(1, min(workers, len(jobs)))
         decoders = max(1, workers // parallel)
 
-        def run(pos, single, fp) -> None:
+        def run(pos: Position, single: tuple[Path, str] | None, fp: str) -> None:
+            provenance = [*prov, ("Source checksum", fp)] if prov else []
             if single is None:
-                self._position(conn, exp, pos, metadata, dataset, tags, prov, fp, decoders,
-                               result, lock, on_plane)
+                spec = describe(exp, pos, metadata, provenance=provenance, fingerprint=fp)
+                window = prefetch_window(decoders, exp.position_nbytes(pos) // spec.n_planes)
+                stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
+                try:
+                    written = images.write(conn, dataset.id, spec, stream, tags, on_plane)
+                finally:
+                    stream.close()
             else:
-                self._single(conn, exp, *single, metadata, dataset, tags, prov, fp, result,
-                             lock, on_plane)
+                path, channel = single
+                plane = read_plane(path)
+                spec = describe_file(path, channel, plane.shape, plane.dtype.name, metadata,
+                                     provenance=provenance, settings=settings)
+                written = images.write(conn, dataset.id, spec, [plane], tags, on_plane)
+            with lock:
+                result.image_ids[spec.name] = written.image_id
+                result.planes += spec.n_planes
+                result.nbytes += spec.nbytes
+                result.pixel_calls += written.pixel_calls
 
         with ThreadPoolExecutor(parallel, thread_name_prefix="upload") as pool:
             futures = [pool.submit(run, *job) for job in jobs]
@@ -154,180 +154,103 @@ class DefaultImageProcessor(ImageProcessor):
                     fut.cancel()
                 raise
 
-    # one position as a hypercube ------------------------------------------------
-    def _position(self, conn, exp, pos: Position, metadata, dataset, tags, prov, fp, workers,
-                  result, lock, on_plane) -> None:
-        assert pos.shape is not None and pos.dtype is not None
-        y, x = pos.shape
-        size = (x, y, exp.size_z, exp.size_c, exp.size_t)
-        description = metadata.description if metadata else ""
-        image, pixels, source = oc.create_image(conn, dataset, pos.name, size, pos.dtype,
-                                                description, fp)
-        writer = oc.PixelWriter(conn, pixels.id.val, exp.size_z, exp.size_c, exp.size_t)
-        window = prefetch_window(workers, x * y * pos.dtype.itemsize)
-        stream = ordered_map(pos.read_plane, exp.plane_paths(pos), workers, window)
-        try:
-            for plane in stream:
-                writer.add(plane)
-                if on_plane:
-                    on_plane(plane.nbytes)
-            writer.finish()
-        except BaseException:
-            stream.close()
-            writer.abort()
-            raise
-        self._annotate(conn, exp, pos, image, pixels, metadata, tags, prov, fp, source,
-                       writer.minmax, list(exp.channels))
-        with lock:
-            result.image_ids[pos.name] = image.id.val
-            result.planes += exp.planes_per_position
-            result.nbytes += exp.position_nbytes(pos)
-            result.pixel_calls += writer.calls
 
-    # one plane file as its own image (the original's non-hypercube mode) -----
-    def _single(self, conn, exp, path: Path, channel: str, metadata, dataset, tags, prov, fp,
-                result, lock, on_plane) -> None:
-        plane = read_plane(path)
-        y, x = plane.shape
-        image, pixels, source = oc.create_image(conn, dataset, path.name, (x, y, 1, 1, 1),
-                                                plane.dtype, "", fp)
-        writer = oc.PixelWriter(conn, pixels.id.val, 1, 1, 1)
-        try:
-            writer.add(plane)
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        if on_plane:
-            on_plane(plane.nbytes)
-        self._annotate(conn, exp, None, image, pixels, metadata, tags, prov, fp, source,
-                       writer.minmax, [channel])
-        with lock:
-            result.image_ids[path.name] = image.id.val
-            result.planes += 1
-            result.nbytes += plane.nbytes
-            result.pixel_calls += writer.calls
-
-    def _annotate(self, conn, exp, pos, image, pixels, metadata, tags, prov, fp, source, minmax,
-                  channel_names) -> None:
-        acq = metadata.acquisition if metadata else None
-        channels = []
-        for name in channel_names:
-            ch = channel_spec(name, metadata)
-            channels.append(oc.ChannelFacts(name, ch.color, ch.excitation_nm, ch.emission_nm))
-        planes = []
-        if pos is not None:
-            for p in plane_specs(exp, pos, metadata):
-                planes.append(oc.PlaneFacts(p.z, p.c, p.t, p.delta_t_s, p.exposure_ms,
-                                            p.position_um))
-        oc.set_image_metadata(
-            conn, image, pixels, channels, planes,
-            pixel_size_um=acq.pixel_size_um if acq else None,
-            z_spacing_um=acq.z_spacing_um if acq and pos is not None and exp.size_z > 1 else None,
-            time_increment_s=acq.time_interval_s if acq and pos is not None and exp.size_t > 1
-            else None,
-            acquisition_date=acq.started if acq else None,
-        )
-        groups = []
-        if metadata and metadata.kvps:
-            groups.append((metadata.kvps, CLIENT_MAP_NS))
-        if prov:
-            groups.append(([*prov, ("Source checksum", fp)], PROVENANCE_NS))
-        if pos is not None and pos.missing:
-            groups.append(([("Filled plane", f"T={t} C={c} Z={z}") for t, c, z in pos.missing],
-                           FILLED_NS))
-        oc.link_annotations(conn, image, oc.new_maps(conn, groups) + list(tags))
-        oc.finish_rendering(conn, image.id.val, pixels.id.val, minmax)
-        oc.mark_complete(conn, source, fp)
-
-
-def annotate_dataset(conn, dataset, exp: Experiment, metadata: ExperimentMetadata | None,
-                     provenance: bool) -> None:
+def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
+                     metadata: ExperimentMetadata | None, provenance: bool) -> None:
     """Description, tags, key-value pairs, tables, raw files and provenance on
-    the dataset, once: a marker annotation records that it was done."""
-    if oc.dataset_source_marks(conn, dataset.id.val):
+    the dataset, once: a marker annotation records that it was done.
+
+    After an interrupted first run, only what is missing is added: a namespace's
+    map, a tag, a table or a file already there is neither added nor linked again.
+    """
+    present = queries.annotations_of(conn, "Dataset", dataset_id)
+    if any(a.ns == SOURCE_NS for a in present):
         return
+    namespaces = {a.ns for a in present if a.kind == "MapAnnotation"}
+    files = {a.text for a in present if a.kind == "FileAnnotation"}
     groups = []
     if metadata and metadata.kvps:
         groups.append((metadata.kvps, CLIENT_MAP_NS))
     if provenance:
         groups.append((provenance_pairs(exp, action="Upload"), PROVENANCE_NS))
-    anns = oc.new_maps(conn, groups)
+    refs = anns.new_maps(conn, [(pairs, ns) for pairs, ns in groups if ns not in namespaces])
     if metadata and metadata.tags:
-        anns += oc.ensure_tags(conn, metadata.tags)
-    oc.link_annotations(conn, dataset, anns)
+        refs += anns.ensure_tags(conn, metadata.tags)
+    anns.link_annotations(conn, "Dataset", dataset_id, refs)
     if metadata:
         with tempfile.TemporaryDirectory() as tmp:
             for name, df in metadata.tables.items():
-                oc.attach_table(conn, dataset, name, df, Path(tmp))
+                if name not in files:
+                    anns.attach_table(conn, "Dataset", dataset_id, name, df, Path(tmp))
         for path in metadata.attachments:
-            oc.attach_file(conn, dataset, path)
-    oc.link_annotations(conn, dataset, oc.new_maps(conn, [(
+            if Path(path).name not in files:
+                anns.attach_file(conn, "Dataset", dataset_id, Path(path),
+                                 description=Path(path).name)
+    marker = anns.new_maps(conn, [(
         [("Dataset annotations", "complete"),
-         ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds"))], oc.SOURCE_NS)]))
+         ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds"))], SOURCE_NS)])
+    anns.link_annotations(conn, "Dataset", dataset_id, marker, new_target=True)
 
 
 def upload_experiment(
-    conn: oc.Connection,
+    conn: Connection,
     exp: Experiment,
     metadata: ExperimentMetadata | None,
     options: UploadOptions,
     processor: ImageProcessor | None = None,
     on_plane: Callable[[int], None] | None = None,
 ) -> UploadResult:
-    """Find or create the project and dataset, annotate them, upload the images."""
+    """Find or create the project and dataset, annotate them, upload the images.
+
+    Raises:
+        OmeroError: the server or the connection failed (any omero-py/Ice error).
+        PluginError: a custom image processor failed with anything else.
+    """
     start = time.perf_counter()
     result = UploadResult(dry_run=options.dry_run)
     project_name = options.project or (metadata.project if metadata else None)
-    project = None
-    if project_name:
-        project, created = oc.ensure_project(conn, project_name, options.dry_run)
-        result.project_id = project.id.val if project is not None else None
-        if created:
-            log.info("project %s: %s", project_name, "would be created" if options.dry_run
-                     else "created")
-    description = metadata.description if metadata else ""
-    dataset, created = oc.ensure_dataset(conn, options.dataset, project, description,
-                                         options.dry_run)
-    if dataset is None:  # dry run, dataset absent: everything would be created
-        result.created = ([p.name for p in exp.positions] if options.hypercube
-                          else [f.name for p in exp.positions for f in exp.plane_paths(p) if f])
-        result.seconds = time.perf_counter() - start
-        return result
-    result.dataset_id = dataset.id.val
-    if not options.dry_run:
-        annotate_dataset(conn, dataset, exp, metadata, options.provenance)
-    (processor or DefaultImageProcessor()).process(
-        conn, exp, metadata, dataset, options, result, on_plane
-    )
+    project_id = None
+    try:
+        if project_name:
+            project_id, created = containers.ensure_project(conn, project_name, options.dry_run)
+            result.project_id = project_id
+            if created:
+                log.info("project %s: %s", project_name, "would be created" if options.dry_run
+                         else "created")
+        description = metadata.description if metadata else ""
+        dataset_id, created = containers.ensure_dataset(conn, options.dataset, project_id,
+                                                        description, options.dry_run)
+        if dataset_id is None:  # dry run, dataset absent: everything would be created
+            result.created = ([p.name for p in exp.positions] if options.hypercube
+                              else [f.name for p in exp.positions for f in exp.plane_paths(p)
+                                    if f])
+            result.seconds = time.perf_counter() - start
+            return result
+        result.dataset_id = dataset_id
+        if not options.dry_run:
+            annotate_dataset(conn, dataset_id, exp, metadata, options.provenance)
+    except Exception as exc:
+        raise (conn.translate(exc) or exc) from None
+    processor = processor or DefaultImageProcessor()
+    try:
+        processor.process(conn, exp, metadata, DatasetRef(dataset_id, options.dataset), options,
+                          result, on_plane)
+    except (OmeroError, PluginError):
+        raise
+    except Exception as exc:
+        server = conn.translate(exc)
+        if server is not None:
+            raise server from None
+        if type(processor) is DefaultImageProcessor:
+            raise  # our own bug: keep the traceback
+        name = type(processor).__name__
+        log.debug("image processor %s failed", name, exc_info=True)
+        raise PluginError(f"image processor {name}",
+                          f"failed: {type(exc).__name__}: {exc} (-v shows the traceback)"
+                          ) from exc
     result.seconds = time.perf_counter() - start
     return result
 
 
-def load_image_processor(name: str | None = None, module_path: Path | None = None
-                         ) -> ImageProcessor:
-    """The default processor, one from ``--module-path`` or from an entry point."""
-    from importlib import metadata as importlib_metadata
-
-    from .errors import InputError
-    from .plugins import load_module_class
-
-    if module_path is not None:
-        cls = load_module_class(module_path, "custom_image_processor.py", "CustomImageProcessor")
-        where = str(Path(module_path) / "custom_image_processor.py")
-    elif name and name != "default":
-        eps = {ep.name: ep for ep in importlib_metadata.entry_points(group=IMAGE_PROCESSOR_GROUP)}
-        if name not in eps:
-            raise InputError(None, f"no image processor named {name!r}; installed: "
-                             f"default{', ' if eps else ''}{', '.join(eps)}")
-        cls = eps[name].load()
-        where = f"entry point {eps[name].value}"
-    else:
-        return DefaultImageProcessor()
-    if not isinstance(cls, type) or not callable(getattr(cls, "process", None)):
-        raise InputError(where, "CustomImageProcessor must be a class with a process() method")
-    return cls()
-
-
-__all__ = ["DefaultImageProcessor", "ImageProcessor", "UploadOptions", "UploadResult",
-           "upload_experiment"]
+__all__ = ["DatasetRef", "DefaultImageProcessor", "ImageProcessor", "UploadOptions",
+           "UploadResult", "upload_experiment"]

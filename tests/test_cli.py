@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
-import pytest
 import tifffile
 
 from helpers import leftovers, ome_files, read_png
+from pyomero_upload import demo_data
 from pyomero_upload.cli import main
+from pyomero_upload.planes import png_time
+from pyomero_upload.plugins.acqlog import ACQ_SECTIONS
 
 
 def snapshot(folder):
@@ -84,6 +91,17 @@ def test_demo_data_layout(tmp_path, capsys):
     log = (root / "demo_log.txt").read_bytes()
     assert b"Experiment started at:28-Sep-2018 17:18:14\r\n" in log
     assert b"------Time point_2------" in log
+    # like the lab's files: every section, CRLF throughout, a Windows path after a colon
+    for section in ACQ_SECTIONS:
+        assert f"\r\n{section}:\r\n".encode() in b"\r\n" + acq
+    for text in (acq, log):
+        assert text.count(b"\n") == text.count(b"\r\n")
+    assert b"\r\nMicromanager config file:C:\\Users\\" in log
+    # each PNG carries the (UTC) time its plane was taken, as the microscope's do
+    first = root / "pos002" / "demo_000002_GFP_001.png"
+    taken = demo_data.START - demo_data.UTC_OFFSET + timedelta(
+        seconds=demo_data.plane_offset_s(1, 1, 2) + 1)
+    assert png_time(first) == taken
     # deterministic, and refuses to write into a non-empty folder
     again = tmp_path / "again"
     main(["demo-data", str(again), "--positions", "3", "--timepoints", "2"])
@@ -169,12 +187,20 @@ def test_bad_output_blocked_by_a_file(build_layout, tmp_path, capsys):
     assert blocker.read_text() == "a file, not a folder"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
-def test_bad_unwritable_output(build_layout, tmp_path, capsys):
+def test_bad_unwritable_output(build_layout, tmp_path, capsys, monkeypatch):
     root = build_layout(["pos001"])
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    if os.geteuid() == 0:  # root writes to read-only folders: the refusal is simulated
+        mkstemp = tempfile.mkstemp
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve().is_relative_to(locked.resolve()):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            return mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
     try:
         _bad(root, locked, capsys, "not writable")
     finally:
@@ -189,8 +215,8 @@ def test_bad_output_inside_input(build_layout, capsys):
 
 
 def test_works_where_omero_is_absent(demo, tmp_path):
-    """Only omero_client imports omero: everything else runs without it, and the
-    OMERO commands say what to install."""
+    """Only pyomero_upload.omero imports omero: everything else (the omero package's
+    modules included) imports and runs without it, and upload says what to install."""
     script = f"""
 import sys
 class Block:
@@ -198,7 +224,11 @@ class Block:
         if name.split('.')[0] in ('omero', 'Ice', 'Glacier2', 'IcePy'):
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
+import pyomero_upload.upload, pyomero_upload.pyomero_upload, pyomero_upload.upload_cli
+from pyomero_upload.omero import annotations, connection, containers, images, pixels, queries
+assert connection.stored_session() is None
 from pyomero_upload.cli import main
+from pyomero_upload.planes import png_time
 assert main(['-q', 'export', {str(demo)!r}, '-o', {str(tmp_path)!r}]) == 0
 sys.exit(main(['upload', {str(demo)!r}, '--host', 'h', '--user', 'u']))
 """
@@ -206,3 +236,39 @@ sys.exit(main(['upload', {str(demo)!r}, '--host', 'h', '--user', 'u']))
     assert r.returncode == 8, r.stderr
     assert "make ice-wheel" in r.stderr and "Traceback" not in r.stderr
     assert len(ome_files(tmp_path)) == 3
+
+
+def test_only_the_omero_package_imports_omero():
+    root = Path(__file__).resolve().parents[1] / "pyomero_upload"
+    pattern = re.compile(r"^\s*(import|from)\s+(omero|Ice|Glacier2|IcePy)\b", re.M)
+    offenders = sorted(
+        str(f.relative_to(root)) for f in root.rglob("*.py")
+        if pattern.search(f.read_text(encoding="utf-8"))
+        and f.relative_to(root).parts[0] not in ("omero", "testing"))
+    assert offenders == []
+
+
+def test_short_flags_mean_one_thing_across_subcommands():
+    """-o is --output wherever it exists, -v is --verbose, -n --dataset, and so on."""
+    import argparse
+
+    from pyomero_upload.cli import build_parser
+
+    parser = build_parser()
+    meaning: dict[str, set[str]] = {}
+
+    def collect(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    collect(sub)
+                continue
+            longs = [o for o in action.option_strings if o.startswith("--")]
+            for short in (o for o in action.option_strings if len(o) == 2):
+                meaning.setdefault(short, set()).add(longs[0] if longs else action.dest)
+
+    collect(parser)
+    clashes = {short: longs for short, longs in meaning.items() if len(longs) > 1}
+    assert clashes == {}
+    assert meaning["-o"] == {"--output"} and meaning["-v"] == {"--verbose"}
+    assert meaning["-n"] == {"--dataset"}

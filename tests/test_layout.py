@@ -1,4 +1,4 @@
-"""Layout discovery on the real demo data and on variants built from it."""
+"""Layout discovery on the demo (real or synthetic) and on variants built from it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import demo_planes, read_png
 from pyomero_upload.errors import InputError
-from pyomero_upload.layout import NamingRule, discover, natural_key, order_channels
+from pyomero_upload.layout import NamingRule, Position, discover, natural_key, order_channels
 
 
 def test_demo_sizes_and_order(demo):
@@ -83,7 +84,7 @@ def test_zero_based_and_other_padding(build_layout):
     assert exp.positions[0].missing == []
 
 
-def test_tiff_and_8bit_planes(build_layout):
+def test_tiff_and_8bit_planes(build_layout, demo):
     def to_tiff(a):
         import io
 
@@ -93,6 +94,17 @@ def test_tiff_and_8bit_planes(build_layout):
 
     exp = discover(build_layout(["pos001"], convert=to_tiff))
     assert exp.positions[0].dtype == np.uint16 and exp.positions[0].shape == (512, 512)
+
+    # 8-bit TIFF planes keep their type, and decode to what was written
+    root = build_layout(["pos001"], convert=lambda a: to_tiff((a >> 8).astype(np.uint8)),
+                        folder="exp8")
+    exp = discover(root)
+    pos = exp.positions[0]
+    assert pos.dtype == np.uint8 and pos.shape == (512, 512)
+    t, c, z, src = demo_planes(demo)[-1]
+    plane = pos.read_plane(pos.files[(t, c, z)])
+    assert plane.dtype == np.uint8
+    np.testing.assert_array_equal(plane, (read_png(src) >> 8).astype(np.uint8))
 
 
 def test_8bit_png(build_layout):
@@ -159,3 +171,16 @@ def test_duplicate_plane_with_other_padding(build_layout):
     os.link(src, root / "pos001" / "microscope1_1_GFP_1.png")
     with pytest.raises(InputError, match="same plane"):
         discover(root)
+
+
+def test_reading_a_plane_of_an_unindexed_position_names_it(demo):
+    folder = demo / "pos001"
+    files = {(t, c, z): f for t, c, z, f in demo_planes(demo)}
+    pos = Position("pos001", folder, files)  # built by hand: size and pixel type unknown
+    with pytest.raises(InputError) as err:
+        pos.read_plane(files[(1, "GFP", 1)])
+    assert str(err.value).startswith(f"{folder}: ") and "discover()" in str(err.value)
+    assert "\n" not in str(err.value)
+    indexed = discover(demo).positions[0]
+    np.testing.assert_array_equal(indexed.read_plane(files[(1, "GFP", 1)]),
+                                  read_png(files[(1, "GFP", 1)]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import tracemalloc
 from datetime import datetime
 from importlib.metadata import EntryPoint
@@ -15,30 +14,44 @@ import pytest
 import tifffile
 from ome_types import from_xml
 
-from pyomero_upload import plugins
-from pyomero_upload.acqlog import ACQ_SECTIONS, LOG_FIELDS, AcqLogParser
+from helpers import SYNTHETIC, copy_lab_files
+from pyomero_upload import demo_data as dd
 from pyomero_upload.cli import main
 from pyomero_upload.errors import InputError
 from pyomero_upload.metadata import load_metadata
 from pyomero_upload.model import CLIENT_MAP_NS, ExperimentMetadata
+from pyomero_upload.plugins import registry
+from pyomero_upload.plugins.acqlog import ACQ_SECTIONS, LOG_FIELDS, AcqLogParser
+
+N_POSITIONS, N_TIMEPOINTS = SYNTHETIC["positions"], SYNTHETIC["timepoints"]
+SYNTHETIC_GFP = next(c for c in dd.CHANNELS if c.name == "GFP")
 
 
 @pytest.fixture
 def lab_files(demo, tmp_path):
     """A folder with copies of the demo's Acq and log files only."""
-    root = tmp_path / "lab"
-    root.mkdir()
-    for f in demo.glob("*.txt"):
-        shutil.copyfile(f, root / f.name)
-    return root
+    return copy_lab_files(demo, tmp_path / "lab")
+
+
+@pytest.fixture
+def real_lab_files(real_demo, tmp_path):
+    """A folder with copies of the real demo's Acq and log files only."""
+    return copy_lab_files(real_demo, tmp_path / "lab")
+
+
+@pytest.fixture
+def synthetic_lab_files(synthetic, tmp_path):
+    """A folder with copies of the synthetic experiment's Acq and log files only."""
+    return copy_lab_files(synthetic, tmp_path / "lab")
 
 
 def parse(root) -> ExperimentMetadata:
     return AcqLogParser().extract_metadata(root)
 
 
-def test_demo_values(demo):
-    meta = parse(demo)
+@pytest.mark.real_data
+def test_demo_values(real_demo):
+    meta = parse(real_demo)
     acq = meta.acquisition
     assert [(c.name, c.exposure_ms) for c in acq.channels] == [
         ("Brightfield", 30.0), ("DIC", 30.0), ("GFP", 60.0)
@@ -71,6 +84,43 @@ def test_demo_values(demo):
     assert [f.name for f in meta.attachments] == ["microscope1_Acq.txt", "microscope1_log.txt"]
 
 
+def test_synthetic_values(synthetic):
+    """test_demo_values' twin: every value demo_data wrote is read back."""
+    meta = parse(synthetic)
+    acq = meta.acquisition
+    assert [(c.name, c.exposure_ms) for c in acq.channels] == [
+        (c.name, c.exposure_ms) for c in dd.CHANNELS
+    ]
+    assert meta.tables["Z_sectioning"]["Sections"].iloc[0] == SYNTHETIC["z_sections"]
+    assert acq.z_spacing_um == pytest.approx(dd.Z_SPACING_UM)
+    assert (acq.time_interval_s, acq.n_timepoints, acq.duration_s) == (
+        dd.INTERVAL_S, N_TIMEPOINTS, dd.INTERVAL_S * N_TIMEPOINTS
+    )
+    assert list(acq.positions) == [f"pos{i + 1:03d}" for i in range(N_POSITIONS)]
+    for i, p in enumerate(acq.positions.values()):
+        x, y, z, group, exposures = dd.stage_position(i)
+        assert (p.x_um, p.y_um, p.z_um) == (x, y, z)
+        assert p.group == str(group) and p.exposures_ms == exposures
+    assert acq.positions["pos001"].exposures_ms["GFP"] != SYNTHETIC_GFP.exposure_ms
+    pumps = meta.tables["Pumps"]
+    assert list(pumps["Contents"]) == [pump[-1] for pump in dd.PUMPS]
+    assert ("Pumps", str(len(dd.PUMPS))) in meta.kvps
+    assert meta.tags == list(dd.TAGS)
+    assert meta.project == dd.PROJECT
+    assert [v for k, v in meta.kvps if k == "Strain"] == list(dd.STRAINS)
+    assert [v for k, v in meta.kvps if k == "Author"] == list(dd.AUTHORS)
+    assert ("Micromanager config file", dd.CONFIG_FILE) in meta.kvps  # colons and all
+    assert acq.started == dd.START
+    assert acq.microscope == dd.MICROSCOPE
+    for c in dd.CHANNELS:
+        info = acq.channel(c.name)
+        assert (info.excitation_nm, info.emission_nm) == (c.excitation_nm, c.emission_nm)
+    assert (SYNTHETIC_GFP.excitation_nm, SYNTHETIC_GFP.emission_nm) == (470, 535)
+    assert f"Aim: {dd.AIM}" in meta.description
+    assert f"Strains: {', '.join(dd.STRAINS)}" in meta.description
+    assert [f.name for f in meta.attachments] == ["microscope1_Acq.txt", "microscope1_log.txt"]
+
+
 def test_clean_values_no_duplicates(demo):
     meta = parse(demo)
     for k, v in meta.kvps:
@@ -80,8 +130,9 @@ def test_clean_values_no_duplicates(demo):
     assert ("Channel GFP light path", "470nm LED") in meta.kvps
 
 
-def test_typed_tables(demo):
-    t = parse(demo).tables
+@pytest.mark.real_data
+def test_typed_tables(real_demo):
+    t = parse(real_demo).tables
     assert t["Channels"]["Channel name"].tolist() == ["Brightfield", "DIC", "GFP"]
     assert str(t["Channels"]["Exposure time"].dtype) == "int64"
     assert str(t["Channels"]["Voltage"].dtype) == "float64"
@@ -93,6 +144,22 @@ def test_typed_tables(demo):
     assert sw[sw.Parameter == "Flow post switch"]["Value"].tolist() == [0.4, 4.0]
 
 
+def test_typed_tables_synthetic(synthetic):
+    t = parse(synthetic).tables
+    assert t["Channels"]["Channel name"].tolist() == [c.name for c in dd.CHANNELS]
+    assert str(t["Channels"]["Exposure time"].dtype) == "int64"
+    assert str(t["Channels"]["Voltage"].dtype) == "float64"
+    assert str(t["Points"]["X position"].dtype) == "float64"
+    assert str(t["Points"]["Group"].dtype) == "int64"
+    assert t["Pumps"]["Direction"].tolist() == [pump[3] for pump in dd.PUMPS]
+    assert t["Pumps"]["Direction"].tolist() == ["INF", "INF"]  # text, not infinity
+    assert t["Time_settings"].iloc[0].tolist() == [
+        1, dd.INTERVAL_S, N_TIMEPOINTS, dd.INTERVAL_S * N_TIMEPOINTS
+    ]
+    sw = t["Switching_parameters"]
+    assert sw[sw.Parameter == "Flow post switch"]["Value"].tolist() == list(dd.FLOW_POST_SWITCH)
+
+
 def test_parsing_twice_is_equal(demo):
     a, b = parse(demo), parse(demo)
     assert a.to_dict() == b.to_dict()
@@ -101,15 +168,27 @@ def test_parsing_twice_is_equal(demo):
         pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
 
 
-def test_plane_times_from_the_machine_log(demo):
-    offsets = parse(demo).acquisition.plane_offsets_s
+@pytest.mark.real_data
+def test_plane_times_from_the_machine_log(real_demo):
+    offsets = parse(real_demo).acquisition.plane_offsets_s
     assert offsets["pos001"][(1, "Brightfield")] == 1.0  # 17:18:15
     assert offsets["pos001"][(1, "GFP")] == 8.0  # 17:18:22
     assert offsets["pos002"][(1, "Brightfield")] == 12.0  # 17:18:26
 
 
-@pytest.mark.parametrize("field", LOG_FIELDS)
-def test_log_without_each_field(lab_files, caplog, field):
+def test_plane_times_from_the_machine_log_synthetic(synthetic):
+    offsets = parse(synthetic).acquisition.plane_offsets_s
+    assert offsets == {
+        f"pos{p + 1:03d}": {
+            (t + 1, c.name): float(dd.plane_offset_s(t, p, ci))
+            for t in range(N_TIMEPOINTS) for ci, c in enumerate(dd.CHANNELS)
+        }
+        for p in range(N_POSITIONS)
+    }
+
+
+def drop_log_field(lab_files, caplog, field) -> ExperimentMetadata:
+    """Parse ``lab_files`` with ``field`` and its lines removed from the log."""
     log = lab_files / "microscope1_log.txt"
     lines = log.read_text().split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith(field + ":"))
@@ -121,11 +200,24 @@ def test_log_without_each_field(lab_files, caplog, field):
     with caplog.at_level(logging.WARNING):
         meta = parse(lab_files)
     assert f"field {field}: missing" in caplog.text
+    return meta
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("field", LOG_FIELDS)
+def test_log_without_each_field(real_lab_files, caplog, field):
+    meta = drop_log_field(real_lab_files, caplog, field)
     assert len(meta.acquisition.positions) == 25  # the rest still parsed
 
 
-@pytest.mark.parametrize("section", ACQ_SECTIONS)
-def test_acq_without_each_section(lab_files, caplog, section):
+@pytest.mark.parametrize("field", LOG_FIELDS)
+def test_log_without_each_field_synthetic(synthetic_lab_files, caplog, field):
+    meta = drop_log_field(synthetic_lab_files, caplog, field)
+    assert len(meta.acquisition.positions) == N_POSITIONS  # the rest still parsed
+
+
+def drop_acq_section(lab_files, caplog, section) -> ExperimentMetadata:
+    """Parse ``lab_files`` with ``section`` removed from the Acq file."""
     acq = lab_files / "microscope1_Acq.txt"
     text = acq.read_text()
     names = [s + ":" for s in ACQ_SECTIONS]
@@ -136,7 +228,21 @@ def test_acq_without_each_section(lab_files, caplog, section):
     with caplog.at_level(logging.WARNING):
         meta = parse(lab_files)
     assert f"section {section}: missing" in caplog.text
+    return meta
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("section", ACQ_SECTIONS)
+def test_acq_without_each_section(real_lab_files, caplog, section):
+    meta = drop_acq_section(real_lab_files, caplog, section)
     assert meta.tags == ["28-Sep-2018", "Batgirl"]
+
+
+@pytest.mark.parametrize("section", ACQ_SECTIONS)
+def test_acq_without_each_section_synthetic(synthetic_lab_files, caplog, section):
+    meta = drop_acq_section(synthetic_lab_files, caplog, section)
+    assert meta.tags == list(dd.TAGS)  # the log still parsed
+    assert len(meta.acquisition.plane_offsets_s) == N_POSITIONS
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r", "\r\n"])
@@ -150,13 +256,25 @@ def test_line_endings(demo, lab_files, newline):
     }
 
 
-def test_latin1_bytes(lab_files, caplog):
-    log = lab_files / "microscope1_log.txt"
+@pytest.mark.real_data
+def test_latin1_bytes(real_lab_files, caplog):
+    log = real_lab_files / "microscope1_log.txt"
     data = log.read_bytes().replace(b"Low OD O/N.", b"Spacing 5 \xb5m.")
     log.write_bytes(data)
     with caplog.at_level(logging.WARNING):
-        meta = parse(lab_files)
+        meta = parse(real_lab_files)
     assert ("Comments", "Spacing 5 µm. Log growth from OD0.1 for four hours.") in meta.kvps
+    assert "not UTF-8" in caplog.text
+
+
+def test_latin1_bytes_synthetic(synthetic_lab_files, caplog):
+    log = synthetic_lab_files / "microscope1_log.txt"
+    first, rest = dd.COMMENTS.split(" ", 1)
+    data = log.read_bytes().replace(first.encode(), b"Spacing 5 \xb5m.")
+    log.write_bytes(data)
+    with caplog.at_level(logging.WARNING):
+        meta = parse(synthetic_lab_files)
+    assert ("Comments", f"Spacing 5 µm. {rest}") in meta.kvps
     assert "not UTF-8" in caplog.text
 
 
@@ -247,12 +365,19 @@ def test_json_sidecar(tmp_path):
     assert meta.acquisition.z_spacing_um == 0.3
 
 
-def test_sidecar_merges_over_lab_files(lab_files, caplog):
+def merge_sidecar(lab_files, caplog) -> ExperimentMetadata:
+    """The metadata of ``lab_files`` plus SIDECAR (which must say that it wins)."""
     (lab_files / "experiment.yml").write_text(SIDECAR)
     (lab_files / "doses.csv").write_text("T,Dose\n1,0.5\n")
     with caplog.at_level(logging.WARNING):
         meta = load_metadata(lab_files)
     assert "sidecar wins" in caplog.text
+    return meta
+
+
+@pytest.mark.real_data
+def test_sidecar_merges_over_lab_files(real_lab_files, caplog):
+    meta = merge_sidecar(real_lab_files, caplog)
     acq = meta.acquisition
     assert meta.project == "Sidecar project"
     assert meta.tags == ["28-Sep-2018", "Batgirl", "yaml-tag"]
@@ -262,6 +387,22 @@ def test_sidecar_merges_over_lab_files(lab_files, caplog):
     assert acq.channel("GFP").exposure_ms == 50 and acq.channel("GFP").excitation_nm == 470
     assert acq.z_spacing_um == 0.5 and acq.n_timepoints == 288
     assert acq.positions["pos001"].x_um == 1.5 and acq.positions["pos002"].x_um == 10846.5
+    assert {"Points", "Doses", "Media"} <= set(meta.tables)
+
+
+def test_sidecar_merges_over_lab_files_synthetic(synthetic_lab_files, caplog):
+    meta = merge_sidecar(synthetic_lab_files, caplog)
+    acq = meta.acquisition
+    assert meta.project == "Sidecar project"
+    assert meta.tags == [*dd.TAGS, "yaml-tag", "Batgirl"]
+    assert [v for k, v in meta.kvps if k == "Strain"] == ["Mig1-GFP", "Dot6-GFP"]
+    assert ("Author", dd.AUTHORS[-1]) in meta.kvps  # kept from the log
+    assert [c.name for c in acq.channels] == [c.name for c in dd.CHANNELS] + ["mCherry"]
+    assert acq.channel("GFP").exposure_ms == 50
+    assert acq.channel("GFP").excitation_nm == SYNTHETIC_GFP.excitation_nm
+    assert acq.z_spacing_um == 0.5 and acq.n_timepoints == N_TIMEPOINTS
+    assert acq.positions["pos001"].x_um == 1.5
+    assert acq.positions["pos002"].x_um == dd.stage_position(1)[0]
     assert {"Points", "Doses", "Media"} <= set(meta.tables)
 
 
@@ -308,13 +449,20 @@ def test_custom_parser_from_module_path(tmp_path, demo):
 def test_custom_parser_from_entry_point(tmp_path, monkeypatch, demo, capsys):
     (tmp_path / "lab_plugin.py").write_text(CUSTOM)
     monkeypatch.syspath_prepend(str(tmp_path))
-    ep = EntryPoint("lab", "lab_plugin:CustomMetadataParser", plugins.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(plugins, "_entry_points", lambda: [ep])
+    ep = EntryPoint("lab", "lab_plugin:CustomMetadataParser", registry.PARSER_GROUP)
+    installed = registry._entry_points
+    monkeypatch.setattr(registry, "_entry_points", lambda group: (
+        (*installed(group), ep) if group == registry.PARSER_GROUP else installed(group)))
     assert load_metadata(demo, parser="lab").description == "from a plug-in"
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"lab +entry point lab_plugin:CustomMetadataParser", out)
-    assert re.search(r"auto +built in +\[default\]", out)
+    parsers, processors = out.split("Image processors")
+    assert re.search(r"lab +entry point lab_plugin:CustomMetadataParser", parsers)
+    # The built-ins, declared in pyproject.toml, of both kinds.
+    assert re.search(r"auto +built in +\[default\]", parsers)
+    assert re.search(r"acqlog +built in", parsers) and re.search(r"sidecar +built in", parsers)
+    assert re.search(r"default +built in +\[default\]", processors)
+    assert "CustomImageProcessor from DIR/custom_image_processor.py" in processors
 
 
 @pytest.mark.parametrize("source, needle", [
@@ -342,22 +490,40 @@ def test_unknown_parser_name(demo, capsys):
     assert "no metadata parser named 'nope'" in capsys.readouterr().err
 
 
-def test_metadata_command_json(demo, capsys):
-    assert main(["metadata", str(demo), "--json"]) == 0
+@pytest.mark.real_data
+def test_metadata_command_json(real_demo, capsys):
+    assert main(["metadata", str(real_demo), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["project"] == "Morphology detection"
     assert data["acquisition"]["channels"][2]["emission_nm"] == 535
     assert data["tables"]["Points"]["rows"] == 25
 
 
+def test_metadata_command_json_synthetic(synthetic, capsys):
+    assert main(["metadata", str(synthetic), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["project"] == dd.PROJECT
+    assert data["acquisition"]["channels"][2]["emission_nm"] == SYNTHETIC_GFP.emission_nm
+    assert data["tables"]["Points"]["rows"] == N_POSITIONS
+    assert data["tags"] == list(dd.TAGS)
+
+
 # --- into the OME-TIFF ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def exported(demo, tmp_path_factory):
-    out = tmp_path_factory.mktemp("meta-out")
-    assert main(["-q", "export", str(demo), "-o", str(out), "--dataset", "d"]) == 0
+def export_to(experiment, out):
+    assert main(["-q", "export", str(experiment), "-o", str(out), "--dataset", "d"]) == 0
     return out / "d"
+
+
+@pytest.fixture(scope="module")
+def exported(real_demo, tmp_path_factory):
+    return export_to(real_demo, tmp_path_factory.mktemp("meta-out"))
+
+
+@pytest.fixture(scope="module")
+def exported_synthetic(synthetic, tmp_path_factory):
+    return export_to(synthetic, tmp_path_factory.mktemp("meta-out-synthetic"))
 
 
 def ome_of(path):
@@ -365,6 +531,7 @@ def ome_of(path):
         return from_xml(tif.ome_metadata, validate=True)
 
 
+@pytest.mark.real_data
 def test_ome_physical_metadata(exported):
     ome = ome_of(exported / "pos002.ome.tiff")
     image = ome.images[0]
@@ -388,6 +555,36 @@ def test_ome_physical_metadata(exported):
     assert first.delta_t == 19.0 and first.delta_t_unit.value == "s"
 
 
+def test_ome_physical_metadata_synthetic(exported_synthetic):
+    ome = ome_of(exported_synthetic / "pos002.ome.tiff")
+    image = ome.images[0]
+    px = image.pixels
+    assert px.physical_size_z == pytest.approx(dd.Z_SPACING_UM)
+    assert px.physical_size_z_unit.value == "µm"
+    assert px.time_increment == dd.INTERVAL_S and px.time_increment_unit.value == "s"
+    assert image.acquisition_date == dd.START
+    assert image.description.startswith(f"Aim: {dd.AIM}")
+    assert ome.instruments[0].microscope.model == dd.MICROSCOPE
+    assert image.instrument_ref.id == ome.instruments[0].id
+    bf, dic, gfp = px.channels
+    assert [c.name for c in px.channels] == [c.name for c in dd.CHANNELS]
+    assert gfp.color.as_rgb_tuple()[:3] == (0, 255, 0)
+    assert bf.color.as_rgb_tuple()[:3] == (255, 255, 255)
+    assert (gfp.excitation_wavelength, gfp.emission_wavelength) == (
+        SYNTHETIC_GFP.excitation_nm, SYNTHETIC_GFP.emission_nm)
+    # every plane: pos002's exposure and stage position, and the log's time for its channel
+    x, y, z, _group, exposures = dd.stage_position(1)
+    assert len(px.planes) == N_TIMEPOINTS * len(dd.CHANNELS) * SYNTHETIC["z_sections"]
+    for plane in px.planes:
+        channel = dd.CHANNELS[plane.the_c]
+        assert plane.exposure_time == exposures[channel.name]
+        assert plane.exposure_time_unit.value == "ms"
+        assert (plane.position_x, plane.position_y, plane.position_z) == (x, y, z)
+        assert plane.delta_t == dd.plane_offset_s(plane.the_t, 1, plane.the_c)
+        assert plane.delta_t_unit.value == "s"
+
+
+@pytest.mark.real_data
 def test_ome_annotations(exported):
     ome = ome_of(exported / "pos001.ome.tiff")
     sa = ome.structured_annotations
@@ -407,17 +604,52 @@ def test_ome_annotations(exported):
     assert refs == all_ids
 
 
-def test_metadata_folder(exported, demo):
+def test_ome_annotations_synthetic(exported_synthetic, synthetic):
+    ome = ome_of(exported_synthetic / "pos001.ome.tiff")
+    sa = ome.structured_annotations
+    assert [t.value for t in sa.tag_annotations] == list(dd.TAGS)
+    kv = next(m for m in sa.map_annotations if m.namespace == CLIENT_MAP_NS)
+    pairs = [(m.k, m.value) for m in kv.value.ms]
+    assert ("Project", dd.PROJECT) in pairs
+    assert ("Micromanager config file", dd.CONFIG_FILE) in pairs
+    assert [v for k, v in pairs if k == "Strain"] == list(dd.STRAINS)
+    assert sa.comment_annotations[0].value.startswith(f"Aim: {dd.AIM}")
+    prov = next(m for m in sa.map_annotations if m.namespace == "pyomero-upload/provenance")
+    prov_pairs = dict((m.k, m.value) for m in prov.value.ms)
+    assert prov_pairs["Exported With"].startswith("pyomero-upload ")
+    assert "Uploaded With" not in prov_pairs  # an export is not an upload
+    assert "PyOmeroUpload" in prov_pairs["Citation"]
+    assert prov_pairs["Source folder"] == synthetic.name
+    refs = {r.id for r in ome.images[0].annotation_refs}
+    all_ids = {a.id for a in [*sa.tag_annotations, *sa.map_annotations, *sa.comment_annotations]}
+    assert refs == all_ids
+
+
+@pytest.mark.real_data
+def test_metadata_folder(exported, real_demo):
     folder = exported / "metadata"
     names = sorted(p.name for p in folder.iterdir())
     assert "microscope1_Acq.txt" in names and "microscope1_log.txt" in names
     copied = (folder / "microscope1_log.txt").read_bytes()
-    assert copied == (demo / "microscope1_log.txt").read_bytes()
+    assert copied == (real_demo / "microscope1_log.txt").read_bytes()
     points = pd.read_hdf(folder / "Points.h5", key="table")
     assert points["X position"].iloc[0] == 10846.5 and len(points) == 25
     pumps = pd.read_csv(folder / "Pumps.csv")
     assert pumps["Contents"].tolist() == ["2% glucose in SC", "No media"]
     assert not [p for p in exported.iterdir() if p.name.startswith(".")]
+
+
+def test_metadata_folder_synthetic(exported_synthetic, synthetic):
+    folder = exported_synthetic / "metadata"
+    names = sorted(p.name for p in folder.iterdir())
+    assert "microscope1_Acq.txt" in names and "microscope1_log.txt" in names
+    for name in ("microscope1_Acq.txt", "microscope1_log.txt"):
+        assert (folder / name).read_bytes() == (synthetic / name).read_bytes()
+    points = pd.read_hdf(folder / "Points.h5", key="table")
+    assert points["X position"].tolist() == [dd.stage_position(i)[0] for i in range(N_POSITIONS)]
+    pumps = pd.read_csv(folder / "Pumps.csv")
+    assert pumps["Contents"].tolist() == [pump[-1] for pump in dd.PUMPS]
+    assert not [p for p in exported_synthetic.iterdir() if p.name.startswith(".")]
 
 
 def test_no_provenance_and_ignore_metadata(demo, tmp_path):
@@ -429,7 +661,8 @@ def test_no_provenance_and_ignore_metadata(demo, tmp_path):
     assert not (tmp_path / "demo" / "metadata").exists()
 
 
-def test_plane_times_from_png_time_chunks_without_a_log(build_layout, tmp_path):
+@pytest.mark.real_data
+def test_plane_times_from_png_time_chunks_without_a_log(real_demo, build_layout, tmp_path):
     root = build_layout(["pos001", "pos002"], lab_files=False)
     assert main(["-q", "export", str(root), "-o", str(tmp_path / "o")]) == 0
     planes = ome_of(tmp_path / "o" / "exp" / "pos002.ome.tiff").images[0].pixels.planes
@@ -439,3 +672,16 @@ def test_plane_times_from_png_time_chunks_without_a_log(build_layout, tmp_path):
     assert dt[(0, 0, 0)] == 12.0  # pos002 Brightfield T1 at 16:18:28
     assert dt[(1, 2, 4)] == dt[(1, 2, 0)]  # one time per stack
     assert dt[(1, 0, 0)] - dt[(0, 0, 0)] == pytest.approx(300, abs=2)
+
+
+def test_plane_times_from_png_time_chunks_without_a_log_synthetic(
+    synthetic, build_layout, tmp_path
+):
+    root = build_layout(["pos001", "pos002"], lab_files=False, source=synthetic)
+    assert main(["-q", "export", str(root), "-o", str(tmp_path / "o")]) == 0
+    planes = ome_of(tmp_path / "o" / "exp" / "pos002.ome.tiff").images[0].pixels.planes
+    assert len(planes) == N_TIMEPOINTS * len(dd.CHANNELS) * SYNTHETIC["z_sections"]
+    # the tIME of each stack's first plane, counted from pos001's first plane
+    for p in planes:
+        expected = dd.plane_offset_s(p.the_t, 1, p.the_c) - dd.plane_offset_s(0, 0, 0)
+        assert p.delta_t == expected, (p.the_t, p.the_c, p.the_z)

@@ -6,9 +6,9 @@ Then:    pyomero-upload export EXPERIMENT -o OUT -m ~/work/plugin-template -p
 
 from pathlib import Path
 
-from pyomero_upload.acqlog import AcqLogParser
 from pyomero_upload.model import ExperimentMetadata
 from pyomero_upload.plugins import MetadataParser
+from pyomero_upload.plugins.acqlog import AcqLogParser
 
 
 class CustomMetadataParser(MetadataParser):

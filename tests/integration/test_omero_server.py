@@ -40,13 +40,15 @@ if not PASSWORD:
 omero = pytest.importorskip("omero")
 
 from helpers import demo_planes, read_png  # noqa: E402
-from pyomero_upload import omero_client as oc  # noqa: E402
 from pyomero_upload.cli import main  # noqa: E402
+from pyomero_upload.omero import queries  # noqa: E402
+from pyomero_upload.omero.connection import Connection, ConnectionSettings  # noqa: E402
+from pyomero_upload.omero.pixels import read_plane  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def conn():
-    c = oc.Connection.open(oc.ConnectionSettings(HOST, PORT, USER, PASSWORD))
+    c = Connection.open(ConnectionSettings(HOST, PORT, USER, PASSWORD))
     yield c
     c.close()
 
@@ -58,45 +60,62 @@ def uploaded(demo, conn):
     args = ["-q", "upload", str(demo), "--dataset", name, "--host", HOST, "--port", str(PORT),
             "--user", USER]
     assert main(args) == 0
-    dataset = oc.find_dataset(conn, name, oc.find_project(conn, "Morphology detection"))
-    return args, dataset
+    dataset_id = queries.find_dataset(conn, name,
+                                      queries.find_project(conn, "Morphology detection"))
+    return args, dataset_id
 
 
 def test_structure_and_pixels(conn, uploaded, demo):
-    _, dataset = uploaded
-    summary = oc.dataset_summary(conn, dataset.id.val)
+    _, dataset_id = uploaded
+    summary = queries.dataset_summary(conn, dataset_id)
     assert [i["name"] for i in summary["images"]] == ["pos001", "pos002", "pos003"]
     assert all(i["size"] == [512, 512, 5, 3, 3] for i in summary["images"])
     assert all(i["channels"] == ["Brightfield", "DIC", "GFP"] for i in summary["images"])
-    image_id = summary["images"][1]["id"]
-    px = conn.query.findByQuery(oc.Q_PIXELS, oc._params(iid=image_id))
-    store = conn.sf.createRawPixelsStore()
-    try:
-        store.setPixelsId(px.id.val, True)
-        for t, c, z, src in demo_planes(demo, "pos002"):
-            plane = np.frombuffer(store.getPlane(z - 1, ["Brightfield", "DIC", "GFP"].index(c),
-                                                 t - 1), ">u2").reshape(512, 512)
-            np.testing.assert_array_equal(plane, read_png(src))
-    finally:
-        store.close()
+    px = queries.pixels_of(conn, summary["images"][1]["id"])
+    for t, c, z, src in demo_planes(demo, "pos002"):
+        plane = read_plane(conn, px.id, z - 1, ["Brightfield", "DIC", "GFP"].index(c), t - 1,
+                           np.uint16, (512, 512))
+        np.testing.assert_array_equal(plane, read_png(src))
     assert summary["annotations"].get("FileAnnotation", 0) >= 8  # 6 tables + 2 raw files
 
 
 def test_rerun_makes_no_duplicates(conn, uploaded):
-    args, dataset = uploaded
-    before = oc.dataset_summary(conn, dataset.id.val)
+    args, dataset_id = uploaded
+    before = queries.dataset_summary(conn, dataset_id)
     assert main(args) == 0
-    assert oc.dataset_summary(conn, dataset.id.val) == before
+    assert queries.dataset_summary(conn, dataset_id) == before
+
+
+def test_session_key_is_left_alive(uploaded):
+    """A session made as `omero login` makes it (detached) survives our join and close."""
+    args, _ = uploaded
+    client = omero.client(HOST, PORT)
+    client.createSession(USER, PASSWORD).detachOnDestroy()
+    key = client.getSessionId()
+    client.closeSession()
+    assert main([*args, "--session-key", key, "--dry-run"]) == 0
+    again = omero.client(HOST, PORT)
+    try:
+        again.joinSession(key)  # raises if our close had ended it
+    finally:
+        again.killSession()
+
+
+def test_insecure_pixels(uploaded):
+    """--insecure reaches the router's plain port (4063, published in docker/compose.yml)."""
+    args, _ = uploaded
+    name = args[args.index("--dataset") + 1]
+    assert main([a if a != name else f"{name}-insecure" for a in args] + ["--insecure"]) == 0
 
 
 def test_web_json_api_sees_the_dataset(uploaded):
     requests = pytest.importorskip("requests")
-    _, dataset = uploaded
+    _, dataset_id = uploaded
     s = requests.Session()
     api = s.get(f"{WEB}/api/", timeout=30).json()["data"][-1]
     s.headers["X-CSRFToken"] = s.get(api["url:token"], timeout=30).json()["data"]
     s.headers["Referer"] = WEB
     s.post(api["url:login"], data={"username": USER, "password": PASSWORD, "server": 1},
            timeout=30).raise_for_status()
-    images = s.get(f"{api['url:datasets']}{dataset.id.val}/images/", timeout=30).json()["data"]
+    images = s.get(f"{api['url:datasets']}{dataset_id}/images/", timeout=30).json()["data"]
     assert sorted(i["Name"] for i in images) == ["pos001", "pos002", "pos003"]

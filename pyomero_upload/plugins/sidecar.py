@@ -39,12 +39,13 @@ from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from ..errors import InputError
+from ..model import Acquisition, ChannelInfo, ExperimentMetadata, StagePosition, Tables
 
-from .errors import InputError
-from .model import Acquisition, ChannelInfo, ExperimentMetadata, StagePosition
+if TYPE_CHECKING:  # pandas loads only where a sidecar has tables
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,8 @@ def _acquisition(path: Path, data: Any) -> Acquisition:
 
 
 def _table(path: Path, name: str, spec: Any) -> pd.DataFrame:
+    import pandas as pd
+
     if isinstance(spec, str):
         csv = path.parent / spec
         try:
@@ -225,7 +228,7 @@ def merge(base: ExperimentMetadata, over: ExperimentMetadata) -> ExperimentMetad
         description=over.description or base.description,
         tags=list(dict.fromkeys(base.tags + over.tags)),
         project=over.project or base.project,
-        tables={**base.tables, **over.tables},
+        tables=Tables({**base.tables, **over.tables}),
         attachments=list(dict.fromkeys(base.attachments + over.attachments)),
     )
     over_keys = {k for k, _ in over.kvps}

@@ -15,11 +15,9 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
-
-from .errors import InputError
-from .model import ChannelInfo, ExperimentMetadata, StagePosition
-from .plugins import MetadataParser
+from ..errors import InputError
+from ..model import ChannelInfo, ExperimentMetadata, StagePosition, Table
+from .base import MetadataParser
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +87,24 @@ _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
 
 
-def _typed_frame(header: list[str], rows: list[list[str]]) -> pd.DataFrame:
-    """A DataFrame whose numeric columns are int64 or float64, the rest text.
+def _typed_table(header: list[str], rows: list[list[str]]) -> Table:
+    """A table whose numeric columns are int64 or float64, the rest text.
 
     Only plain decimal numbers count ("INF", a pump direction, stays text).
     """
     width = len(header)
     rows = [(r + [""] * width)[:width] for r in rows]
-    columns: dict[str, pd.Series] = {}
+    columns: dict[str, list] = {}
+    dtypes: dict[str, str] = {}
     for j, name in enumerate(header):
         values = [r[j].strip() for r in rows]
         if values and all(_INT_RE.fullmatch(v) for v in values):
-            columns[name] = pd.Series([int(v) for v in values], dtype="int64")
+            columns[name], dtypes[name] = [int(v) for v in values], "int64"
         elif values and all(_FLOAT_RE.fullmatch(v) for v in values):
-            columns[name] = pd.Series([float(v) for v in values], dtype="float64")
+            columns[name], dtypes[name] = [float(v) for v in values], "float64"
         else:
-            columns[name] = pd.Series(values, dtype=object)
-    return pd.DataFrame(columns)
+            columns[name], dtypes[name] = values, "object"
+    return Table(columns, dtypes)
 
 
 def _split(line: str) -> list[str]:
@@ -177,7 +176,7 @@ def _table(lines: list[str]) -> tuple[list[str], list[list[str]]]:
 
 def _section_table(
     sections: dict[str, list[str]], name: str, meta: ExperimentMetadata, path: Path
-) -> pd.DataFrame | None:
+) -> Table | None:
     """A header-and-rows section as a typed table, kept in ``meta.tables``;
     None if the section is absent or (with a warning) has no table."""
     if name not in sections:
@@ -186,9 +185,9 @@ def _section_table(
     if not (header and rows):
         log.warning("%s: section %s: no table", path, name)
         return None
-    df = _typed_frame(header, rows)
-    meta.tables[name] = df
-    return df
+    table = _typed_table(header, rows)
+    meta.tables[name] = table
+    return table
 
 
 def parse_acq(path: Path, meta: ExperimentMetadata) -> None:
@@ -200,26 +199,26 @@ def parse_acq(path: Path, meta: ExperimentMetadata) -> None:
         if name not in sections:
             log.warning("%s: section %s: missing", path, name)
 
-    df = _section_table(sections, "Channels", meta, path)
-    if df is not None:
-        exposure = "Exposure time" if "Exposure time" in df.columns else None
-        for _, row in df.iterrows():
-            ms = row[exposure] if exposure else None
-            acq.channels.append(ChannelInfo(str(row.iloc[0]), float(ms) if _is_num(ms) else None))
+    table = _section_table(sections, "Channels", meta, path)
+    if table is not None:
+        for row in table.rows():
+            name = next(iter(row.values()))
+            acq.channels.append(ChannelInfo(str(name), _float(row.get("Exposure time"))))
 
-    df = _section_table(sections, "Z_sectioning", meta, path)
-    if df is not None:
-        if "Spacing" in df.columns and _is_num(df["Spacing"].iloc[0]):
-            acq.z_spacing_um = float(df["Spacing"].iloc[0])
-        if "Sections" in df.columns and _is_num(df["Sections"].iloc[0]):
-            meta.kvps.append(("Z sections", str(df["Sections"].iloc[0])))
+    table = _section_table(sections, "Z_sectioning", meta, path)
+    if table is not None:
+        first = table.rows()[0]
+        if _is_num(first.get("Spacing")):
+            acq.z_spacing_um = float(first["Spacing"])
+        if _is_num(first.get("Sections")):
+            meta.kvps.append(("Z sections", str(first["Sections"])))
 
     if "Time_settings" in sections:
         values = [_split(line) for line in sections["Time_settings"] if line]
         if values and len(values[0]) >= 3:
-            df = _typed_frame(TIME_SETTINGS_COLUMNS[: len(values[0])], values[:1])
-            meta.tables["Time_settings"] = df
-            first = df.iloc[0]
+            table = _typed_table(TIME_SETTINGS_COLUMNS[: len(values[0])], values[:1])
+            meta.tables["Time_settings"] = table
+            first = table.rows()[0]
             acq.time_interval_s = _float(first.get("Interval (s)"))
             timepoints = _float(first.get("Timepoints"))
             acq.n_timepoints = int(timepoints) if timepoints is not None else None
@@ -227,18 +226,18 @@ def parse_acq(path: Path, meta: ExperimentMetadata) -> None:
         else:
             log.warning("%s: section Time_settings: expected 'timelapse,interval,n,total'", path)
 
-    df = _section_table(sections, "Points", meta, path)
-    if df is not None:
+    table = _section_table(sections, "Points", meta, path)
+    if table is not None:
         fixed = {"Position name", "X position", "Y position", "Z position", "PFS offset", "Group"}
-        channel_cols = [c for c in df.columns if c not in fixed]
-        for _, row in df.iterrows():
-            name = str(row.iloc[0])
+        channel_cols = [c for c in table.columns if c not in fixed]
+        for row in table.rows():
+            name = str(next(iter(row.values())))
             acq.positions[name] = StagePosition(
                 name,
                 _float(row.get("X position")),
                 _float(row.get("Y position")),
                 _float(row.get("Z position")),
-                str(row["Group"]) if "Group" in df.columns else None,
+                str(row["Group"]) if "Group" in row else None,
                 {c: float(row[c]) for c in channel_cols if _is_num(row[c])},
             )
 
@@ -273,11 +272,12 @@ def _parse_flow(lines: list[str], meta: ExperimentMetadata, path: Path) -> None:
                 i += 1
                 rows.append(_split(lines[i]))
             if rows:
-                pumps = _typed_frame(header, rows)
+                pumps = _typed_table(header, rows)
                 meta.tables["Pumps"] = pumps
-                for _, row in pumps.iterrows():
-                    if "Contents" in pumps.columns:
-                        meta.kvps.append((f"Pump {row.iloc[0]} contents", str(row["Contents"])))
+                for row in pumps.rows():
+                    if "Contents" in row:
+                        port = next(iter(row.values()))
+                        meta.kvps.append((f"Pump {port} contents", str(row["Contents"])))
         elif line.startswith("Number of pump changes:"):
             if i + 1 < n and lines[i + 1]:
                 i += 1
@@ -292,13 +292,16 @@ def _parse_flow(lines: list[str], meta: ExperimentMetadata, path: Path) -> None:
                     k += 1
         i += 1
     if params:
-        df = pd.DataFrame(params, columns=["Parameter", "Index", "Value"])
-        if all(isinstance(v, int | float) for v in df["Value"]):
-            df["Value"] = df["Value"].astype("float64")
-        meta.tables["Switching_parameters"] = df
+        cells = [v for _, _, v in params]
+        numeric = all(isinstance(v, int | float) for v in cells)
+        meta.tables["Switching_parameters"] = Table(
+            {"Parameter": [p for p, _, _ in params], "Index": [k for _, k, _ in params],
+             "Value": [float(v) for v in cells] if numeric else cells},
+            {"Parameter": "object", "Index": "int64", "Value": "float64" if numeric else "object"},
+        )
         for name in dict.fromkeys(p for p, _, _ in params):
-            values = ", ".join(_fmt(v) for p, _, v in params if p == name)
-            meta.kvps.append((f"Switching {name.lower()}", values))
+            joined = ", ".join(_fmt(v) for p, _, v in params if p == name)
+            meta.kvps.append((f"Switching {name.lower()}", joined))
     elif not any(line.startswith("Switching parameters") for line in lines):
         log.warning("%s: section Flow_control: no switching parameters", path)
 

@@ -1,96 +1,96 @@
-"""Metadata parser plug-ins: the abstract base, the registry, and loading.
+"""Finding and loading plug-ins of both kinds: metadata parsers and image processors.
 
-A parser is a class with ``extract_metadata(path) -> ExperimentMetadata``
-(or the original toolkit's dict ``{"description", "tags", "kvps",
-"tables"}``, converted here).  Parsers come from three places:
+Each kind has an entry-point group; the built-ins are declared in the
+project's ``pyproject.toml`` under the same groups, so an installed package
+adds its own the same way (``name = "package.module:Class"``):
 
-* built in: ``auto`` (the default: Acq/log files merged with a sidecar),
-  ``acqlog`` and ``sidecar``;
-* the entry-point group ``pyomero_upload.metadata_parsers`` of any installed
-  package (``name = "package.module:Class"``);
-* the original's convention: ``--module-path DIR`` with
-  ``DIR/custom_metadata_parser.py`` defining ``CustomMetadataParser``.
+* ``pyomero_upload.metadata_parsers``: ``auto`` (the default: Acq/log files
+  merged with a sidecar), ``acqlog``, ``sidecar``;
+* ``pyomero_upload.image_processors``: ``default`` (one 5-D image per position).
+
+The original toolkit's convention also works: ``--module-path DIR`` with
+``DIR/custom_metadata_parser.py`` (class ``CustomMetadataParser``) or
+``DIR/custom_image_processor.py`` (class ``CustomImageProcessor``).
+``pyomero-upload plugins`` lists what is installed.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from .errors import InputError
-from .model import ExperimentMetadata
+from ..errors import InputError
+from ..model import ExperimentMetadata
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "pyomero_upload.metadata_parsers"
+PARSER_GROUP = "pyomero_upload.metadata_parsers"
+PROCESSOR_GROUP = "pyomero_upload.image_processors"
 DEFAULT_PARSER = "auto"
-CUSTOM_MODULE = "custom_metadata_parser.py"
-CUSTOM_CLASS = "CustomMetadataParser"
-
-
-class MetadataParser(ABC):
-    """Base class of metadata parsers."""
-
-    #: Name used by ``--parser``.
-    name: str = ""
-
-    @abstractmethod
-    def extract_metadata(self, path: str | Path) -> ExperimentMetadata | dict[str, Any]:
-        """Return what is known about the experiment in folder ``path``."""
+DEFAULT_PROCESSOR = "default"
+#: The original's file and class names under --module-path, by group.
+CUSTOM = {
+    PARSER_GROUP: ("custom_metadata_parser.py", "CustomMetadataParser", "extract_metadata"),
+    PROCESSOR_GROUP: ("custom_image_processor.py", "CustomImageProcessor", "process"),
+}
+KINDS = {PARSER_GROUP: "metadata parser", PROCESSOR_GROUP: "image processor"}
+OUR_DISTRIBUTION = "pyomero-upload"
 
 
 @dataclass(frozen=True)
-class ParserEntry:
+class PluginEntry:
+    """One plug-in that can be chosen by name."""
+
     name: str
     origin: str
     load: Callable[[], type]
 
 
-def _builtin(module: str, cls: str) -> Callable[[], type]:
-    return lambda: getattr(importlib.import_module(module, __package__), cls)
+@cache
+def _entry_points(group: str) -> tuple[importlib_metadata.EntryPoint, ...]:
+    """Installed entry points of ``group``, read once (a seam for tests)."""
+    return tuple(importlib_metadata.entry_points(group=group))
 
 
-BUILTIN_PARSERS = {
-    "auto": _builtin(".metadata", "AutoParser"),
-    "acqlog": _builtin(".acqlog", "AcqLogParser"),
-    "sidecar": _builtin(".metadata", "SidecarParser"),
-}
-
-
-def _entry_points() -> list[importlib_metadata.EntryPoint]:
-    """Installed entry points of our group (a seam for tests)."""
-    return list(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP))
-
-
-def available_parsers() -> dict[str, ParserEntry]:
-    """Every parser that can be chosen by name, built-ins first."""
-    found = {
-        name: ParserEntry(name, "built in", load) for name, load in BUILTIN_PARSERS.items()
-    }
-    for ep in _entry_points():
+def available(group: str) -> dict[str, PluginEntry]:
+    """Every plug-in of ``group`` that can be chosen by name, ours first."""
+    found: dict[str, PluginEntry] = {}
+    eps = sorted(_entry_points(group),
+                 key=lambda ep: getattr(getattr(ep, "dist", None), "name", "") != OUR_DISTRIBUTION)
+    for ep in eps:
         if ep.name in found:
-            log.warning("entry point %s (%s) shadows a parser; ignored", ep.name, ep.value)
+            log.warning("entry point %s (%s) shadows a %s; ignored", ep.name, ep.value,
+                        KINDS[group])
             continue
         dist = getattr(ep, "dist", None)
-        origin = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")
-        found[ep.name] = ParserEntry(ep.name, origin, ep.load)
+        if dist is not None and dist.name == OUR_DISTRIBUTION:
+            origin = "built in"
+        else:
+            origin = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")
+        found[ep.name] = PluginEntry(ep.name, origin, ep.load)
     return found
 
 
-def _instantiate(cls: Any, where: str) -> Any:
+def available_parsers() -> dict[str, PluginEntry]:
+    return available(PARSER_GROUP)
+
+
+def available_processors() -> dict[str, PluginEntry]:
+    return available(PROCESSOR_GROUP)
+
+
+def instantiate(cls: Any, where: str, method: str) -> Any:
+    """``cls()``, once checked to be a class with ``method``; errors name ``where``."""
     if not isinstance(cls, type):
         raise InputError(where, f"{cls!r} is not a class")
-    if not callable(getattr(cls, "extract_metadata", None)):
-        raise InputError(where, f"class {cls.__name__} has no extract_metadata(path) method")
+    if not callable(getattr(cls, method, None)):
+        raise InputError(where, f"class {cls.__name__} has no {method}() method")
     try:
         return cls()
     except Exception as exc:
@@ -117,25 +117,36 @@ def load_module_class(module_path: Path, filename: str, class_name: str) -> type
     return cls
 
 
-def load_parser(name: str | None = None, module_path: Path | None = None) -> Any:
-    """An instance of the chosen parser (``module_path`` wins over ``name``)."""
+def load(group: str, name: str | None = None, module_path: Path | None = None) -> Any:
+    """An instance of the chosen plug-in of ``group`` (``module_path`` wins over ``name``)."""
+    filename, class_name, method = CUSTOM[group]
     if module_path is not None:
-        cls = load_module_class(module_path, CUSTOM_MODULE, CUSTOM_CLASS)
-        return _instantiate(cls, str(Path(module_path) / CUSTOM_MODULE))
-    name = name or DEFAULT_PARSER
-    parsers = available_parsers()
-    if name not in parsers:
-        raise InputError(
-            None, f"no metadata parser named {name!r}; installed: {', '.join(parsers)}"
-        )
-    entry = parsers[name]
+        cls = load_module_class(module_path, filename, class_name)
+        return instantiate(cls, str(Path(module_path) / filename), method)
+    name = name or (DEFAULT_PARSER if group == PARSER_GROUP else DEFAULT_PROCESSOR)
+    plugins = available(group)
+    if name not in plugins:
+        hint = "" if plugins else " (is pyomero-upload installed? pip install -e .)"
+        raise InputError(None, f"no {KINDS[group]} named {name!r}; installed: "
+                         f"{', '.join(plugins) or 'none'}{hint}")
+    entry = plugins[name]
     try:
         cls = entry.load()
     except Exception as exc:
         raise InputError(
-            None, f"metadata parser {name!r} ({entry.origin}) failed to load: {exc}"
+            None, f"{KINDS[group]} {name!r} ({entry.origin}) failed to load: {exc}"
         ) from None
-    return _instantiate(cls, f"parser {name!r} ({entry.origin})")
+    return instantiate(cls, f"{KINDS[group]} {name!r} ({entry.origin})", method)
+
+
+def load_parser(name: str | None = None, module_path: Path | None = None) -> Any:
+    """An instance of the chosen metadata parser."""
+    return load(PARSER_GROUP, name, module_path)
+
+
+def load_image_processor(name: str | None = None, module_path: Path | None = None) -> Any:
+    """An instance of the chosen image processor (the default one without a choice)."""
+    return load(PROCESSOR_GROUP, name, module_path)
 
 
 def coerce_metadata(result: Any, source: str) -> ExperimentMetadata:
@@ -168,6 +179,8 @@ def coerce_metadata(result: Any, source: str) -> ExperimentMetadata:
         items = [(getattr(df, "name", None) or f"Table {i + 1}", df) for i, df in enumerate(tables)]
     else:
         raise InputError(source, "tables must be a list of DataFrames or a name -> DataFrame dict")
+    import pandas as pd  # only here: the original's dict contract carries DataFrames
+
     for name, df in items:
         if not isinstance(df, pd.DataFrame):
             raise InputError(source, f"table {name!r} is {type(df).__name__}, not a DataFrame")

@@ -1,0 +1,190 @@
+"""Images: write an :class:`~pyomero_upload.model.ImageSpec` into a dataset.
+
+An empty image first (linked, marked incomplete), then its pixels, then its
+metadata, annotations, rendering settings and thumbnail, and the completion
+mark last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import OmeroError
+from ..model import OME_PIXEL_TYPES, SOURCE_NS, ImageSpec
+from . import _ice
+from ._ice import params, rstring, unwrap
+from .annotations import AnnotationRef, link_annotations, new_maps, set_map
+from .pixels import PixelWriter
+from .queries import Q_IMAGE, Q_PIXELS, Q_PIXELS_TYPE
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+@dataclass
+class NewImage:
+    """An image just created: its id, its pixels' id, and its state annotation."""
+
+    image_id: int
+    pixels_id: int
+    source: AnnotationRef
+
+
+@dataclass
+class WrittenImage:
+    """An image written completely: its ids and the pixel calls it took."""
+
+    image_id: int
+    pixels_id: int
+    pixel_calls: int
+
+
+def create_image(conn: Connection, dataset_id: int, spec: ImageSpec) -> NewImage:
+    """Create the empty image ``spec`` describes, link it to the dataset at once,
+    mark it incomplete.
+
+    Linking first means an interruption never leaves an image outside its
+    dataset; the "incomplete" mark means the next run replaces it.
+    """
+    model = _ice.omero.model
+    x, y, z, c, t = spec.size
+    if spec.dtype not in OME_PIXEL_TYPES:
+        raise OmeroError(f"OMERO has no pixel type for {spec.dtype}")
+    ptype = conn.query.findByQuery(Q_PIXELS_TYPE, params(value=spec.ome_pixel_type))
+    if ptype is None:
+        raise OmeroError(f"the server does not know pixel type {spec.dtype}")
+    image_id = unwrap(conn.retry(lambda: conn.sf.getPixelsService().createImage(
+        x, y, z, t, list(range(c)), ptype, spec.name, spec.description),
+        "IPixels.createImage", idempotent=False))
+    link = model.DatasetImageLinkI()
+    link.setParent(model.DatasetI(dataset_id, False))
+    link.setChild(model.ImageI(image_id, False))
+    conn.update.saveAndReturnObject(link)
+    source = new_maps(conn, [([("Source fingerprint", spec.fingerprint),
+                               ("Status", "incomplete")], SOURCE_NS)])
+    link_annotations(conn, "Image", image_id, source, new_target=True)
+    pixels = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
+    return NewImage(image_id, pixels.id.val, source[0])
+
+
+def set_image_metadata(conn: Connection, image_id: int, spec: ImageSpec) -> None:
+    """Physical sizes, channel names/colours/wavelengths, PlaneInfo, date.
+
+    Call after the pixels are saved: the Image and Pixels are loaded here, so
+    they carry the update event RawPixelsStore.save() gave them; saving an
+    older copy fails the server's optimistic-lock check (OmeroInterceptor).
+    """
+    model, units = _ice.omero.model, _ice.omero.model.enums
+    micron = units.UnitsLength.MICROMETER
+    img = conn.query.findByQuery(Q_IMAGE, params(iid=image_id))
+    pixels = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
+    if spec.acquisition_date is not None:
+        img.setAcquisitionDate(
+            _ice.omero.rtypes.rtime(int(spec.acquisition_date.timestamp() * 1000)))
+    if spec.pixel_size_um:
+        pixels.setPhysicalSizeX(model.LengthI(spec.pixel_size_um, micron))
+        pixels.setPhysicalSizeY(model.LengthI(spec.pixel_size_um, micron))
+    if spec.z_spacing_um:
+        pixels.setPhysicalSizeZ(model.LengthI(spec.z_spacing_um, micron))
+    if spec.time_increment_s:
+        pixels.setTimeIncrement(model.TimeI(spec.time_increment_s, units.UnitsTime.SECOND))
+    objects = [img, pixels]
+    rint = _ice.omero.rtypes.rint
+    for channel, facts in zip(pixels.copyChannels(), spec.channels, strict=True):
+        lc = channel.getLogicalChannel()
+        lc.setName(rstring(facts.name))
+        if facts.excitation_nm:
+            lc.setExcitationWave(model.LengthI(facts.excitation_nm, units.UnitsLength.NANOMETER))
+        if facts.emission_nm:
+            lc.setEmissionWave(model.LengthI(facts.emission_nm, units.UnitsLength.NANOMETER))
+        if facts.color:
+            r, g, b = facts.color
+            channel.setRed(rint(r))
+            channel.setGreen(rint(g))
+            channel.setBlue(rint(b))
+            channel.setAlpha(rint(255))
+        objects += [channel, lc]
+    conn.update.saveArray(objects)
+    infos = []
+    for p in spec.planes:
+        info = model.PlaneInfoI()
+        info.setPixels(model.PixelsI(pixels.id.val, False))
+        info.setTheZ(rint(p.z))
+        info.setTheC(rint(p.c))
+        info.setTheT(rint(p.t))
+        if p.delta_t_s is not None:
+            info.setDeltaT(model.TimeI(p.delta_t_s, units.UnitsTime.SECOND))
+        if p.exposure_ms is not None:
+            info.setExposureTime(model.TimeI(p.exposure_ms, units.UnitsTime.MILLISECOND))
+        for axis, value in zip("XYZ", p.position_um, strict=True):
+            if value is not None:
+                getattr(info, f"setPosition{axis}")(model.LengthI(value, micron))
+        infos.append(info)
+    if infos:
+        conn.update.saveArray(infos)
+
+
+def write(
+    conn: Connection,
+    dataset_id: int,
+    spec: ImageSpec,
+    planes: Iterable[np.ndarray],
+    tags: Sequence[AnnotationRef] = (),
+    on_plane: Callable[[int], None] | None = None,
+) -> WrittenImage:
+    """Write the image ``spec`` describes into a dataset: pixels, metadata, annotations.
+
+    ``planes`` come in XYZCT order; ``tags`` are the experiment's tags, made
+    once per dataset.  The image is marked complete only as the very last step.
+    """
+    new = create_image(conn, dataset_id, spec)
+    _x, _y, size_z, size_c, size_t = spec.size
+    writer = PixelWriter(conn, new.pixels_id, size_z, size_c, size_t)
+    try:
+        for plane in planes:
+            writer.add(plane)
+            if on_plane:
+                on_plane(plane.nbytes)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    set_image_metadata(conn, new.image_id, spec)
+    link_annotations(conn, "Image", new.image_id,
+                     new_maps(conn, spec.map_annotations(source=False)) + list(tags),
+                     new_target=True)
+    finish_rendering(conn, new.image_id, new.pixels_id, writer.minmax)
+    mark_complete(conn, new.source, spec.fingerprint)
+    return WrittenImage(new.image_id, new.pixels_id, writer.calls)
+
+
+def finish_rendering(conn: Connection, image_id: int, pixels_id: int,
+                     minmax: Sequence[Sequence[float]]) -> None:
+    """Channel min/max from the real pixels, default rendering settings, a thumbnail."""
+    for c, (lo, hi) in enumerate(minmax):
+        if np.isfinite(lo):
+            conn.pixels_service.setChannelGlobalMinMax(pixels_id, c, float(lo), float(hi))
+    conn.retry(lambda: conn.sf.getRenderingSettingsService().resetDefaultsInSet(
+        "Image", [image_id]), "IRenderingSettings.resetDefaultsInSet")
+
+    def thumbnail() -> None:
+        thumbs = conn.sf.createThumbnailStore()
+        try:
+            if thumbs.setPixelsId(pixels_id):
+                thumbs.getThumbnailByLongestSide(_ice.omero.rtypes.rint(96))
+        finally:
+            thumbs.close()
+
+    conn.retry(thumbnail, "ThumbnailStore")
+
+
+def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str) -> None:
+    """The last step of an image: only now does a re-run treat it as done."""
+    set_map(conn, source.id, [("Source fingerprint", fingerprint), ("Status", "complete")])
+
+
+__all__ = ["NewImage", "WrittenImage", "create_image", "finish_rendering", "mark_complete",
+           "set_image_metadata", "write"]
