@@ -127,7 +127,7 @@ def levels_for(shape: tuple[int, int], pyramid: bool | None) -> list[Level]:
 
 @dataclass(frozen=True)
 class StoreFormat:
-    """What decides a store's bytes besides the planes: NGFF version, compression, pyramid."""
+    """How a store is written: NGFF version (so Zarr format) and Blosc compressor."""
 
     ngff_version: str = DEFAULT_NGFF_VERSION
     compression: str = DEFAULT_COMPRESSION
@@ -207,7 +207,8 @@ def value_range(plane: np.ndarray) -> tuple[float, float]:
     import numpy as np
 
     if plane.dtype.kind == "f":
-        finite = plane[np.isfinite(plane)] if not np.isfinite(plane).all() else plane
+        ok = np.isfinite(plane)
+        finite = plane if ok.all() else plane[ok]
         if finite.size == 0:
             return 0.0, 0.0
         return float(finite.min()), float(finite.max())
