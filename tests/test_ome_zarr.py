@@ -525,3 +525,12 @@ def test_rerun_after_sigkill_completes_the_export(demo, tmp_path, capsys, versio
 def test_options_that_do_not_fit_the_format_are_usage_errors(demo, tmp_path, args):
     assert main(["export", str(demo), "-o", str(tmp_path / "out"), *args]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_windows_ignore_nan_and_infinity():
+    from pyomero_upload.ome_zarr import value_range
+
+    plane = np.array([[np.nan, 2.5], [-1.0, np.inf]], np.float32)
+    assert value_range(plane) == (-1.0, 2.5)
+    assert value_range(np.full((2, 2), np.nan, np.float32)) == (0.0, 0.0)
+    assert value_range(np.array([[3, 7]], np.uint16)) == (3.0, 7.0)
