@@ -72,6 +72,7 @@ lint: install ## ruff, mypy; shellcheck (Debian's) and hadolint; committed noteb
 bench: install-omero bioformats ## Benchmarks: start-up; export vs the decode limit and Bio-Formats; upload
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_zarr.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_upload.py $(BENCH_ARGS)
 
 root-image: ## Build the Debian bookworm root image from Debian's packages (debootstrap)

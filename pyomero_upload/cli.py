@@ -212,26 +212,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .ometiff import export_ome_tiff
-
+    zarr = args.format == "ome-zarr"
+    if zarr and args.bigtiff is not None:
+        raise UsageError("--bigtiff applies to --format ome-tiff only")
+    if not zarr and args.ngff_version is not None:
+        raise UsageError("--ngff-version applies to --format ome-zarr only")
+    if not zarr and args.compression == "lz4":
+        raise UsageError("--compression lz4 applies to --format ome-zarr only")
     exp, metadata = _discover_with_metadata(args)
     show = sys.stderr.isatty() and not args.quiet
+    common = {
+        "metadata": metadata,
+        "provenance": not args.no_provenance,
+        "workers": args.workers,
+        "pyramid": args.pyramid,
+        "overwrite": args.overwrite,
+    }
     with tqdm(
         total=exp.nbytes, unit="B", unit_scale=True, desc="export", disable=not show
     ) as bar:
-        result = export_ome_tiff(
-            exp,
-            args.output,
-            args.dataset,
-            metadata=metadata,
-            provenance=not args.no_provenance,
-            workers=args.workers,
-            compression=args.compression,
-            pyramid=args.pyramid,
-            bigtiff=args.bigtiff,
-            overwrite=args.overwrite,
-            on_plane=bar.update,
-        )
+        if zarr:
+            from .ome_zarr import DEFAULT_COMPRESSION, DEFAULT_NGFF_VERSION, export_ome_zarr
+
+            result = export_ome_zarr(
+                exp, args.output, args.dataset, **common, on_plane=bar.update,
+                compression=args.compression or DEFAULT_COMPRESSION,
+                ngff_version=args.ngff_version or DEFAULT_NGFF_VERSION,
+            )
+        else:
+            from .ometiff import export_ome_tiff
+
+            result = export_ome_tiff(
+                exp, args.output, args.dataset, **common, on_plane=bar.update,
+                compression=args.compression or "none", bigtiff=args.bigtiff,
+            )
     if not args.quiet:
         print(result.summary())
     return EXIT_OK
@@ -383,13 +397,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("export", help="write one OME-TIFF per position")
+    p = sub.add_parser("export", help="write one OME-TIFF (or OME-Zarr) image per position")
     _add_layout_options(p)
     _add_metadata_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("-n", "--dataset",
                    help="dataset name (sub-folder of OUTPUT; default: DATA's name)")
-    p.add_argument("--compression", choices=("none", "zlib", "zstd"), default="none")
+    p.add_argument(
+        "--format",
+        choices=("ome-tiff", "ome-zarr"),
+        default="ome-tiff",
+        help="OME-TIFF files (default) or OME-Zarr stores (<position>.ome.zarr)",
+    )
+    p.add_argument(
+        "--ngff-version",
+        choices=("0.5", "0.4"),
+        default=None,
+        help="OME-Zarr: NGFF 0.5 on Zarr v3, sharded (default), or 0.4 on Zarr v2",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("none", "zlib", "zstd", "lz4"),
+        default=None,
+        help="OME-TIFF: none (default), zlib or zstd; OME-Zarr: Blosc with zstd (default), "
+        "lz4 or zlib, or none",
+    )
     p.add_argument(
         "--pyramid",
         action=argparse.BooleanOptionalAction,

@@ -1,0 +1,311 @@
+"""Benchmark: ``pyomero-upload export --format ome-zarr`` against this machine's decode limit.
+
+Everything is measured in one run, each figure next to its baseline:
+
+* the experiment: 25 positions x 20 T x 3 C x 5 Z = 7,500 planes (512 x 512
+  uint16 PNG, 3.9 GB of pixels), built from the real demo planes (copies,
+  one file per plane, plus the demo's Acq and log files) and cached under
+  ``build/bench/`` (the same experiment ``bench_export.py`` builds); a
+  smaller one (2,250 planes) shows that memory does not grow with the data;
+* the decode limit: plain ``imagecodecs.png_decode`` (read + decode every
+  file) over all cores, once with a process pool and once with a thread
+  pool, page cache warmed first, best of ``--runs`` each; the faster kind is
+  the limit: nothing that has to decode these PNGs can be faster;
+* the export: the whole command a user runs, ``pyomero-upload export EXP -o
+  OUT --format ome-zarr`` (NGFF 0.5, Blosc/zstd: the defaults), as a child
+  process, wall time from spawn to exit, into a fresh output folder, best of
+  ``--runs``, interleaved with the decode-limit rounds; its peak RSS is the
+  child's own (``wait4`` rusage); then NGFF 0.4 once, for its file count;
+* for reference, in the same rounds: the OME-Zarr export with Blosc/lz4
+  (the faster, lighter compressor) and the OME-TIFF export (uncompressed).
+
+Targets: export >= 0.85x the decode limit at 7,500 planes; peak RSS < 300 MB
+at every size.  The file count of the output is printed.  The exit code is
+0 whether the targets are met or not (this is a measurement); a miss prints
+FAIL.
+
+    python benchmarks/bench_zarr.py [--positions 25 --timepoints 20 --runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA") or REPO.parent / "shared" / "data" / "demo")
+DEFAULT_WORKDIR = REPO / "build" / "bench"
+PLANE_RE = re.compile(r"^(?P<prefix>.+)_(?P<T>\d+)_(?P<C>[^_]+)_(?P<Z>\d+)\.png$")
+
+TARGET_VS_DECODE = 0.85
+TARGET_RSS_MB = 300
+#: Where each measured child's output goes (read back on failure).
+LOG = DEFAULT_WORKDIR / ".last-zarr-run.log"
+
+
+# --- the experiment (as bench_export.py builds it, so the two share it) -------------
+
+
+def build_experiment(demo: Path, root: Path, positions: int, timepoints: int) -> int:
+    """Copy demo planes into ``positions`` x ``timepoints`` x 3 C x 5 Z under ``root``.
+
+    Reused when ``root`` is complete (its ``.json`` marker is written last).
+    """
+    marker = root.with_name(root.name + ".json")
+    want = {"positions": positions, "timepoints": timepoints, "demo": str(demo.resolve())}
+    if marker.is_file() and root.is_dir():
+        done = json.loads(marker.read_text())
+        if {k: done.get(k) for k in want} == want:
+            return done["planes"]
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
+    part = root.with_name(root.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    sources = sorted(p for p in demo.iterdir() if p.is_dir() and p.name.startswith("pos"))
+    by_pos = []
+    for src in sources:
+        planes: dict[int, list] = {}
+        for f in src.iterdir():
+            m = PLANE_RE.match(f.name)
+            if m:
+                planes.setdefault(int(m["T"]), []).append((m["C"], int(m["Z"]), f))
+        by_pos.append(planes)
+    n = 0
+    for i in range(positions):
+        folder = part / f"pos{i + 1:03d}"
+        folder.mkdir()
+        planes = by_pos[i % len(by_pos)]
+        src_ts = sorted(planes)
+        for t in range(1, timepoints + 1):
+            for c, z, f in planes[src_ts[(t - 1) % len(src_ts)]]:
+                shutil.copyfile(f, folder / f"microscope1_{t:06d}_{c}_{z:03d}.png")
+                n += 1
+    for f in demo.glob("*.txt"):  # the Acq and log files: a real export carries metadata
+        shutil.copyfile(f, part / f.name)
+    os.replace(part, root)
+    marker.write_text(json.dumps({**want, "planes": n}))
+    return n
+
+
+def plane_files(root: Path) -> list[Path]:
+    return sorted(f for d in sorted(root.glob("pos*")) for f in d.iterdir()
+                  if PLANE_RE.match(f.name))
+
+
+def warm_cache(paths: list[Path]) -> int:
+    """Read every file once so that every measurement starts from a warm page cache."""
+    return sum(len(p.read_bytes()) for p in paths)
+
+
+# --- measurements -----------------------------------------------------------------------
+
+
+def _decode_file(path: str) -> int:
+    from imagecodecs import png_decode
+
+    with open(path, "rb") as f:
+        return png_decode(f.read()).nbytes
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def decode_all(paths: list[Path], workers: int, kind: str) -> tuple[float, float]:
+    """Wall and CPU seconds to read and ``png_decode`` every file with ``workers``
+    processes or threads."""
+    names = [str(p) for p in paths]
+    cpu = _cpu()
+    start = time.perf_counter()
+    if kind == "processes":
+        with ProcessPoolExecutor(workers) as ex:
+            nbytes = sum(ex.map(_decode_file, names, chunksize=16))
+    else:
+        with ThreadPoolExecutor(workers) as ex:
+            nbytes = sum(ex.map(_decode_file, names))
+    seconds = time.perf_counter() - start
+    if nbytes <= 0:
+        raise SystemExit("decoded nothing")
+    return seconds, _cpu() - cpu
+
+
+@dataclass
+class Run:
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    returncode: int
+    output: str
+    files: int = 0
+    stores: int = 0
+    nbytes: int = 0
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> Run:
+    """Run ``cmd``; wall time from spawn to exit and the child's own peak RSS (wait4)."""
+    with LOG.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+               os.waitstatus_to_exitcode(status), LOG.read_text(errors="replace"))
+
+
+def cli_command() -> tuple[list[str], dict]:
+    """This checkout's command line (``python -m pyomero_upload``, the repository first
+    on the path), so the code measured is the code next to this file."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return [sys.executable, "-m", "pyomero_upload"], env
+
+
+def run_export(data: Path, out: Path, *extra: str, fmt: str = "ome-zarr") -> Run:
+    """One whole ``export --format FMT`` into a fresh folder; counts what it wrote."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # the last run's dirty pages are not this run's work
+    cmd, env = cli_command()
+    run = run_measured([*cmd, "export", str(data), "-o", str(out), "--format", fmt, *extra],
+                       env)
+    if run.returncode:
+        raise SystemExit(f"export failed ({run.returncode}):\n{run.output[-3000:]}")
+    stores = sorted(out.glob("*/*.ome.zarr" if fmt == "ome-zarr" else "*/*.ome.tiff"))
+    run.stores = len(stores)
+    files = [f for s in stores for f in s.rglob("*") if f.is_file()]
+    run.files = len(files)
+    run.nbytes = sum(f.stat().st_size for f in files)
+    shutil.rmtree(out, ignore_errors=True)
+    return run
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO)
+    parser.add_argument("--positions", type=int, default=25)
+    parser.add_argument("--timepoints", type=int, default=20)
+    parser.add_argument("--small-timepoints", type=int, default=6,
+                        help="timepoints of the smaller experiment (RSS is flat)")
+    parser.add_argument("--runs", type=int, default=2, help="best of this many runs (>= 2)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="decode-limit workers (the export uses its own default: all cores)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip the Blosc/lz4 and OME-TIFF reference exports")
+    args = parser.parse_args()
+    if not (args.demo / "pos001").is_dir():
+        print(f"demo data not found at {args.demo}", file=sys.stderr)
+        return 1
+    runs = max(2, args.runs)
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    global LOG
+    LOG = work / ".last-zarr-run.log"
+
+    t0 = time.perf_counter()
+    big = work / f"exp-{args.positions}x{args.timepoints}"
+    small = work / f"exp-{args.positions}x{args.small_timepoints}"
+    n_big = build_experiment(args.demo, big, args.positions, args.timepoints)
+    n_small = build_experiment(args.demo, small, args.positions, args.small_timepoints)
+    big_files = plane_files(big)
+    nbytes_big = n_big * 512 * 512 * 2
+    read = warm_cache(big_files) + warm_cache(plane_files(small))
+    print(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
+          f"Python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}")
+    print(f"experiment: {args.positions} positions x {args.timepoints} T x 3 C x 5 Z = "
+          f"{n_big} planes ({nbytes_big / 1e9:.1f} GB of pixels) at {big}; small: "
+          f"{n_small} planes; built/reused and {read / 1e9:.1f} GB of PNG read into the page "
+          f"cache in {time.perf_counter() - t0:.0f} s")
+
+    # Interleaved rounds: a slow spell of the machine hits each kind alike.
+    decode: dict[str, list[tuple[float, float]]] = {"processes": [], "threads": []}
+    export_big: list[Run] = []
+    lz4: list[Run] = []
+    tiff: list[Run] = []
+    out = work / "zarr-out"
+    for i in range(runs):
+        for kind in decode:
+            os.sync()
+            decode[kind].append(decode_all(big_files, args.workers, kind))
+            print(f"  round {i + 1}: decode limit ({kind}) "
+                  f"{n_big / decode[kind][-1][0]:.0f} planes/s")
+        export_big.append(run_export(big, out))
+        print(f"  round {i + 1}: OME-Zarr export {n_big / export_big[-1].seconds:.0f} planes/s, "
+              f"peak RSS {export_big[-1].peak_rss_mb:.0f} MB")
+        if not args.no_references:
+            lz4.append(run_export(big, out, "--compression", "lz4"))
+            tiff.append(run_export(big, out, fmt="ome-tiff"))
+            print(f"  round {i + 1}: references: OME-Zarr with Blosc/lz4 "
+                  f"{n_big / lz4[-1].seconds:.0f} planes/s, OME-TIFF export "
+                  f"{n_big / tiff[-1].seconds:.0f} planes/s")
+    export_small = [run_export(small, out) for _ in range(runs)]
+    v04 = run_export(big, out, "--ngff-version", "0.4")
+    print(f"  NGFF 0.4: {n_big / v04.seconds:.0f} planes/s, peak RSS {v04.peak_rss_mb:.0f} MB")
+
+    best_kind = min(decode, key=lambda k: min(decode[k]))
+    limit_s, limit_cpu = min(decode[best_kind])
+    limit = n_big / limit_s
+    exp_run = min(export_big, key=lambda r: r.seconds)
+    exp_rate = n_big / exp_run.seconds
+    rss_big = max(r.peak_rss_mb for r in export_big)
+    rss_small = max(r.peak_rss_mb for r in export_small)
+
+    print()
+    print("runs (seconds): " + "; ".join(
+        f"{k} decode {', '.join(f'{s:.2f}' for s, _ in v)}" for k, v in decode.items())
+        + f"; OME-Zarr export {', '.join(f'{r.seconds:.2f}' for r in export_big)}"
+        + f"; small {', '.join(f'{r.seconds:.2f}' for r in export_small)}")
+    print(f"decode limit: {limit:.0f} planes/s ({best_kind}; processes "
+          f"{n_big / min(decode['processes'])[0]:.0f}, threads "
+          f"{n_big / min(decode['threads'])[0]:.0f}), {nbytes_big / 1e6 / limit_s:.0f} MB/s of "
+          f"pixels, {limit_cpu:.1f} CPU-s")
+    print(f"export CPU: {exp_run.cpu_seconds:.1f} CPU-s for {n_big} planes vs "
+          f"{limit_cpu:.1f} CPU-s to decode them ({exp_run.cpu_seconds / limit_cpu:.2f}x)")
+    print()
+    ratio = exp_rate / limit
+    print(f"OME-Zarr export throughput (NGFF 0.5, Blosc/zstd), {n_big} planes: "
+          f"{exp_rate:.0f} planes/s ({nbytes_big / 1e6 / exp_run.seconds:.0f} MB/s, "
+          f"{exp_run.seconds:.1f} s whole command) vs decode limit {limit:.0f} planes/s: "
+          f"{ratio:.2f}x (target >= {TARGET_VS_DECODE}x) {verdict(ratio >= TARGET_VS_DECODE)}")
+    rss = max(rss_big, rss_small, v04.peak_rss_mb)
+    print(f"OME-Zarr export peak RSS: {rss_big:.0f} MB at {n_big} planes, {rss_small:.0f} MB "
+          f"at {n_small} planes, {v04.peak_rss_mb:.0f} MB for NGFF 0.4 "
+          f"(target < {TARGET_RSS_MB} MB) {verdict(rss < TARGET_RSS_MB)}")
+    if lz4 and tiff:
+        lz4_run, tiff_run = (min(r, key=lambda x: x.seconds) for r in (lz4, tiff))
+        print(f"references, same run: OME-Zarr with Blosc/lz4 {n_big / lz4_run.seconds:.0f} "
+              f"planes/s ({n_big / lz4_run.seconds / limit:.2f}x the decode limit, "
+              f"{lz4_run.cpu_seconds:.1f} CPU-s, {lz4_run.nbytes / 1e9:.2f} GB); OME-TIFF "
+              f"export (uncompressed) {n_big / tiff_run.seconds:.0f} planes/s "
+              f"({n_big / tiff_run.seconds / limit:.2f}x, {tiff_run.cpu_seconds:.1f} CPU-s)")
+    per_store = exp_run.files / exp_run.stores
+    meta_05 = per_store - args.timepoints
+    meta_04 = (v04.files - n_big) / v04.stores
+    print(f"files: NGFF 0.5 {exp_run.files} in {exp_run.stores} stores for {n_big} planes "
+          f"({per_store:.0f} per store: {args.timepoints} shards, one per timepoint, and "
+          f"{meta_05:.0f} metadata files), {exp_run.nbytes / 1e9:.2f} GB "
+          f"({nbytes_big / exp_run.nbytes:.2f}x smaller than the pixels); NGFF 0.4 "
+          f"{v04.files} (one per plane and {meta_04:.0f} metadata files per store), "
+          f"{v04.nbytes / 1e9:.2f} GB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
