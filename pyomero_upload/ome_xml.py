@@ -52,8 +52,12 @@ def _sub(parent: ET.Element, tag: str, attrs: dict[str, str] | None = None,
     return element
 
 
-def build_ome(spec: ImageSpec) -> ET.Element:
-    """The OME element of one image: instrument, image, pixels, channels, planes, annotations."""
+def build_ome(spec: ImageSpec, tiff: bool = True) -> ET.Element:
+    """The OME element of one image: instrument, image, pixels, channels, planes, annotations.
+
+    ``tiff``: the pixels are the file's TIFF pages (``TiffData``); else they are
+    kept apart from this document (``MetadataOnly``, as in OME-Zarr).
+    """
     ome = ET.Element("OME", {
         "xmlns": OME_NS, "xmlns:xsi": XSI_NS, "Creator": f"{TOOL_NAME} {__version__}",
         "xsi:schemaLocation": f"{OME_NS} {OME_NS}/ome.xsd",
@@ -99,7 +103,10 @@ def build_ome(spec: ImageSpec) -> ET.Element:
             attrs |= {"EmissionWavelength": _num(ch.emission_nm),
                       "EmissionWavelengthUnit": "nm"}
         _sub(pixels, "Channel", attrs)
-    _sub(pixels, "TiffData", {"IFD": "0", "PlaneCount": str(size_z * size_c * size_t)})
+    if tiff:
+        _sub(pixels, "TiffData", {"IFD": "0", "PlaneCount": str(size_z * size_c * size_t)})
+    else:
+        _sub(pixels, "MetadataOnly")
     for plane in spec.planes:
         _sub(pixels, "Plane", _plane_attrs(plane))
 
@@ -123,14 +130,14 @@ def build_ome(spec: ImageSpec) -> ET.Element:
     return ome
 
 
-def image_xml(spec: ImageSpec) -> bytes:
-    """OME-XML of one image, UTF-8 encoded.
+def image_xml(spec: ImageSpec, tiff: bool = True) -> bytes:
+    """OME-XML of one image, UTF-8 encoded (``tiff`` as in :func:`build_ome`).
 
     UTF-8, as the OME-TIFF specification and Bio-Formats' own writer have it:
     Bio-Formats does not decode character references in attribute values, so
     "&#181;m" would be an unknown unit and the file not OME-TIFF.
     """
-    body = ET.tostring(build_ome(spec), encoding="unicode")
+    body = ET.tostring(build_ome(spec, tiff), encoding="unicode")
     return ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode("utf-8")
 
 

@@ -37,7 +37,6 @@ import itertools
 import json
 import math
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -57,11 +56,11 @@ from .ometiff import (
     PYRAMID_THRESHOLD,
     ExportResult,
     FolderLock,
-    _remove_empty,
-    _umask,
+    current_umask,
     downsample,
     prepare_out_dir,
     pyramid_shapes,
+    remove_empty,
     remove_stale_temporaries,
     write_metadata_folder,
 )
@@ -425,10 +424,7 @@ def store_xml(spec: ImageSpec) -> bytes:
     TIFF pages here: ``TiffData`` becomes ``MetadataOnly``, as the OME schema
     has it for metadata kept apart from the pixels.
     """
-    xml, n = re.subn(rb"<TiffData\b[^>]*/>", b"<MetadataOnly/>", image_xml(spec), count=1)
-    if n != 1:
-        raise RuntimeError("OME-XML of the image has no TiffData element")
-    return xml
+    return image_xml(spec, tiff=False)
 
 
 def read_fingerprint(store: Path) -> str | None:
@@ -501,7 +497,7 @@ def write_store(
     _x, _y, size_z, size_c, size_t = spec.size
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs are ordinary folders
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; outputs are ordinary folders
         group = _create_arrays(tmp, spec, levels, fmt)
         windows = [(math.inf, -math.inf)] * size_c
         count = 0
@@ -612,7 +608,7 @@ def export_ome_zarr(
                            on_plane=on_plane)
     except BaseException:
         if not result.files and not result.skipped:
-            _remove_empty(created)
+            remove_empty(created)
         raise
     result.seconds = time.perf_counter() - start
     return result

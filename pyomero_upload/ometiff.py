@@ -141,7 +141,7 @@ def prepare_out_dir(exp: Experiment, out: Path, dataset: str) -> tuple[Path, lis
             p.mkdir()
             created.append(p)
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty(created)
         raise InputError(out, f"cannot create output folder ({exc.strerror or exc})") from None
     if not out_dir.is_dir():
         raise InputError(out_dir, "exists and is not a folder")
@@ -150,19 +150,21 @@ def prepare_out_dir(exp: Experiment, out: Path, dataset: str) -> tuple[Path, lis
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty(created)
         problem = f"output folder is not writable ({exc.strerror or exc})"
         raise InputError(out_dir, problem) from None
     return out_dir, created
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (outputs get ordinary permissions, not mkstemp's 0600)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def _remove_empty(folders: list[Path]) -> None:
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed run created, deepest first, where they are empty."""
     for p in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             p.rmdir()
@@ -183,7 +185,7 @@ class FolderLock:
 
     def __enter__(self) -> FolderLock:
         for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
             try:
                 _lock_fd(fd)
             except OSError:
@@ -295,7 +297,7 @@ def write_image(
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs are ordinary files
     level_files: list[Path] = []
     level_maps: list[np.memmap] = []
     try:
@@ -365,7 +367,7 @@ def write_metadata_folder(metadata: ExperimentMetadata, out_dir: Path) -> Path:
     final = out_dir / "metadata"
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".metadata."))
     try:
-        tmp.chmod(0o777 & ~_umask())
+        tmp.chmod(0o777 & ~current_umask())
         for name, df in metadata.tables.items():
             stem = _safe_name(name)
             df.to_csv(tmp / f"{stem}.csv", index=False)
@@ -427,7 +429,7 @@ def export_ome_tiff(
                            bigtiff=bigtiff, overwrite=overwrite, on_plane=on_plane)
     except BaseException:
         if not result.files and not result.skipped:
-            _remove_empty(created)
+            remove_empty(created)
         raise
     result.seconds = time.perf_counter() - start
     return result
