@@ -1,4 +1,4 @@
-"""Benchmark: the OMERO upload against the OMERO double over loopback, ours vs the original's method.
+"""Benchmark: upload to the OMERO double over loopback, ours vs the original's method.
 
 The 7,500-plane experiment of ``bench_export.py`` (25 positions x 20 T x 3 C
 x 5 Z, 512 x 512 uint16 PNG built from the demo planes, cached under
@@ -181,8 +181,8 @@ def main() -> int:
         return 1
     t0 = time.perf_counter()
     ours, ours_state = upload_run(
-        [sys.executable, "-m", "pyomero_upload", "upload", str(data), "--dataset", "bench", "--host", "{host}",
-         "--port", "{port}", "--user", "root"], work, "ours")
+        [sys.executable, "-m", "pyomero_upload", "upload", str(data), "--dataset", "bench",
+         "--host", "{host}", "--port", "{port}", "--user", "root"], work, "ours")
     if ours.returncode:
         print(ours.output, file=sys.stderr)
         return 1

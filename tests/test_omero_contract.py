@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-omero = pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
-Ice = pytest.importorskip("Ice")
+pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
 
-import omero.all  # noqa: E402,F401  (every model class)
-import omero.clients  # noqa: E402
+import Ice  # noqa: E402
+import omero  # noqa: E402
+import omero.clients  # noqa: E402  (every model class, as the client loads them)
 import omero.grid  # noqa: E402
 from omero.rtypes import rstring, unwrap  # noqa: E402
 from omero.sys import ParametersI  # noqa: E402
