@@ -112,11 +112,19 @@ def upload_run(cmd: list[str], work: Path, tag: str):
             for var in ("OMERO_HOST", "OMERO_USER", "OMERO_PORT", "OMERO_GROUP"):
                 env.pop(var, None)
             env["OMERO_SESSIONDIR"] = str(where / "sessions")  # no stored session
+            before = server_cpu(d.process.pid)
             run = run_measured([a.format(host=d.host, port=d.port) for a in cmd], env=env)
+            run.server_cpu = server_cpu(d.process.pid) - before
             state = d.state(timeout_s=600)
     finally:
         shutil.rmtree(where, ignore_errors=True)
     return run, state
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds the double's process has used so far (/proc/PID/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def check_state(state: dict, planes: int) -> str:
@@ -198,12 +206,14 @@ def main() -> int:
           f"({time.perf_counter() - t0:.0f} s for both uploads)")
 
     print(f"\n{'method':<24}{'planes/s':>9}{'MB/s':>8}{'pixel calls':>12}{'CPU s':>8}"
-          f"{'CPU s/GB':>9}{'wall s':>8}")
+          f"{'CPU s/GB':>9}{'wall s':>8}{'server CPU s':>13}")
     for name, run, calls in (("decode-only", decode, 0), ("ours (pyomero-upload)", ours,
                                                             ours_calls),
                              ("original (setPlane)", orig, orig_calls)):
+        server = getattr(run, "server_cpu", None)
         print(f"{name:<24}{n / run.seconds:>9.0f}{gb * 1e3 / run.seconds:>8.0f}{calls:>12}"
-              f"{run.cpu_seconds:>8.1f}{run.cpu_seconds / gb:>9.1f}{run.seconds:>8.1f}")
+              f"{run.cpu_seconds:>8.1f}{run.cpu_seconds / gb:>9.1f}{run.seconds:>8.1f}"
+              f"{'-' if server is None else f'{server:.1f}':>13}")
     fewer = orig_calls / max(ours_calls, 1)
     ratio = ours.cpu_seconds / decode.cpu_seconds
     print(f"\npixel calls, original / ours: {orig_calls} / {ours_calls} = {fewer:.0f}x "
