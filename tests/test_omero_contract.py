@@ -1,23 +1,43 @@
-"""Contract tests: the upload against an in-memory fake of the omero-py services.
+"""Contract tests: the real client against the OMERO double over TCP.
 
-Real ``omero.model`` objects and rtypes (so omero-py and zeroc-ice must be
-installed: ``make install-omero``); every call and byte is recorded.
+The CLI (``main([...])``), ``PyOmeroUploader`` and the original's
+``upload_cli`` talk through the real, unmodified ``omero.client`` to
+``pyomero_upload.testing.omero_double`` (SSL by default, as users connect),
+which enforces OMERO's server rules (see its docstring).  What the upload
+left behind is read back over the same API as a separate login of the same
+user: structure and metadata through IQuery, every plane through
+``RawPixelsStore.getPlane``, tables through OMERO.tables, files through
+``RawFileStore``; sessions from the double's state.  Each test logs in as its
+own new user, so one double serves the module.
+
+Failures are injected on the client side only (the double never lies): a
+store call that drops the client's TCP connection first (as a network would),
+or a function of ``pyomero_upload.omero`` that raises.
 """
 
 from __future__ import annotations
 
+import itertools
+import socket
+import threading
 import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-omero = pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
-Ice = pytest.importorskip("Ice")
+pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
 
-from omero.rtypes import unwrap  # noqa: E402
+import Ice  # noqa: E402
+import omero  # noqa: E402
+import omero.clients  # noqa: E402  (every model class, as the client loads them)
+import omero.grid  # noqa: E402
+from omero.rtypes import rstring, unwrap  # noqa: E402
+from omero.sys import ParametersI  # noqa: E402
 
 from helpers import demo_planes, read_png  # noqa: E402
-from omero_fake import FailAt, FakeServer, client_factory  # noqa: E402
 from pyomero_upload import cli  # noqa: E402
 from pyomero_upload.cli import main  # noqa: E402
 from pyomero_upload.model import (  # noqa: E402
@@ -26,101 +46,362 @@ from pyomero_upload.model import (  # noqa: E402
     CLIENT_MAP_NS,
     SOURCE_NS,
 )
-from pyomero_upload.omero import connection, pixels  # noqa: E402
+from pyomero_upload.omero import annotations, connection, pixels  # noqa: E402
+from pyomero_upload.testing.omero_double import free_port, running_double  # noqa: E402
 from pyomero_upload.upload_cli import main as legacy_main  # noqa: E402
 
 CHANNELS = ["Brightfield", "DIC", "GFP"]
+PROVENANCE_NS = "pyomero-upload/provenance"
+_names = itertools.count(1)
+#: Logins the tests make themselves (admin, Reader) are not the client's: not counted.
+_QUIET = threading.local()
+
+
+class quiet:  # noqa: N801 - used as a context manager
+    def __enter__(self):
+        _QUIET.on = True
+
+    def __exit__(self, *exc):
+        _QUIET.on = False
+
+
+# --- the double and its users ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def double(tmp_path_factory):
+    with running_double(tmp_path_factory.mktemp("double")) as d:
+        yield d
+
+
+@dataclass
+class User:
+    name: str
+    password: str
+    id: int
+    group_id: int
+
+
+def new_user(double, extra_groups: list[int] = ()) -> User:
+    """A new user in a new private group of their own (through IAdmin, as root)."""
+    c = omero.client(double.host, double.port)
+    try:
+        with quiet():
+            admin = c.createSession(double.user, double.password).getAdminService()
+        n = next(_names)
+        g = omero.model.ExperimenterGroupI()
+        g.setName(rstring(f"group{n}-{uuid.uuid4().hex[:6]}"))
+        gid = admin.createGroup(g)
+        e = omero.model.ExperimenterI()
+        name = f"user{n}-{uuid.uuid4().hex[:6]}"
+        e.setOmeName(rstring(name))
+        e.setFirstName(rstring("A"))
+        e.setLastName(rstring("User"))
+        uid = admin.createExperimenterWithPassword(
+            e, rstring("pw-" + name), omero.model.ExperimenterGroupI(gid, False),
+            [omero.model.ExperimenterGroupI(g, False) for g in extra_groups])
+        return User(name, "pw-" + name, uid, gid)
+    finally:
+        c.__del__()
+
+
+def new_group(double, name: str) -> int:
+    c = omero.client(double.host, double.port)
+    try:
+        g = omero.model.ExperimenterGroupI()
+        g.setName(rstring(name))
+        return c.createSession(double.user, double.password).getAdminService().createGroup(g)
+    finally:
+        c.__del__()
+
+
+class Calls:
+    """What the client sent, counted on the client side: every call on a
+    RawPixelsStore (with the bytes), logins, joins and second clients."""
+
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+        self.pixel_bytes = 0
+        self.drop: tuple[str, int, int] | None = None  # (method, first call, times)
+        self.lock = threading.Lock()
+
+    def pixel_calls(self) -> int:
+        return sum(n for k, n in self.counts.items()
+                   if k in ("setPlane", "setStack", "setTimepoint", "setTile"))
+
+
+class CountingStore:
+    """A RawPixelsStore proxy that counts calls and, when told, drops the client's
+    connection just before a call (the call then fails as on a dead network)."""
+
+    def __init__(self, store, calls: Calls):
+        self._store, self._calls = store, calls
+
+    def __getattr__(self, name):
+        real = getattr(self._store, name)
+
+        def call(*args):
+            calls = self._calls
+            with calls.lock:
+                calls.counts[name] += 1
+                n = calls.counts[name]
+                if name.startswith("set") and args and isinstance(args[0], bytes):
+                    calls.pixel_bytes += len(args[0])
+            drop = calls.drop
+            if drop and drop[0] == name and drop[1] <= n < drop[1] + drop[2]:
+                # Forcefully close the TCP connection the session lives on: the double
+                # (as Glacier2) destroys the router session with it.
+                self._store.ice_getConnection().close(True)
+            return real(*args)
+        return call
 
 
 @pytest.fixture
-def server(monkeypatch):
-    srv = FakeServer()
-    monkeypatch.setattr(omero, "client", client_factory(srv))
-    monkeypatch.setenv("OMERO_PASSWORD", "secret")
+def calls(monkeypatch):
+    c = Calls()
+    real_open = pixels.PixelWriter._open
+
+    def _open(self):
+        real_open(self)
+        c.counts["createRawPixelsStore"] += 1
+        self.store = CountingStore(self.store, c)
+
+    monkeypatch.setattr(pixels.PixelWriter, "_open", _open)
+    base = omero.clients.BaseClient
+    for method in ("createSession", "joinSession", "createClient"):
+        real = getattr(base, method)
+
+        def wrapped(self, *args, _real=real, _name=method, **kwargs):
+            key = _name + (f"(secure={args[0] if args else kwargs.get('secure')})"
+                           if _name == "createClient" else "")
+            # joinSession and createClient log in through createSession(uuid, uuid):
+            # count the outer call only
+            if not getattr(_QUIET, "on", False) and not (
+                    _name == "createSession" and args and args[0] == args[1]):
+                c.counts[key] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(base, method, wrapped)
+    return c
+
+
+@pytest.fixture
+def alice(double, monkeypatch, calls):
+    """A fresh user; OMERO_PASSWORD set, no other OMERO_* and no stored session."""
+    user = new_user(double)
+    monkeypatch.setenv("OMERO_PASSWORD", user.password)
     for var in ("OMERO_HOST", "OMERO_USER", "OMERO_PORT", "OMERO_GROUP", "OMERO_SESSION_KEY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(connection, "stored_session", lambda environ=None: None)
-    monkeypatch.setattr(connection.time, "sleep", lambda s: None)
-    return srv
+    monkeypatch.setattr(connection.time, "sleep", lambda s: None)  # retries without waiting
+    return user
 
 
-def upload(data, *extra, dataset="run1"):
-    return main(["-q", "upload", str(data), "--dataset", dataset, "--host", "omero.test",
-                 "--user", "alice", *extra])
+def upload(double, user, data, *extra, dataset="run1"):
+    return main(["-q", "upload", str(data), "--dataset", dataset, "--host", double.host,
+                 "--port", str(double.port), "--user", user.name, *extra])
 
 
-def image_array(server, image_id):
-    px = next(p for p in server.kind("PixelsI") if p.image.id.val == image_id)
-    shape = [unwrap(getattr(px, f"size{d}")) for d in "TCZYX"]
-    return np.frombuffer(bytes(server.pixels[px.id.val]), ">u2").reshape(shape)
+# --- reading back, as the same user --------------------------------------------------------
+
+
+class Reader:
+    """A separate login of the user: reads what the upload left through the API."""
+
+    def __init__(self, double, user: User):
+        self.client = omero.client(double.host, double.port)
+        with quiet():
+            self.sf = self.client.createSession(user.name, user.password)
+        self.q = self.sf.getQueryService()
+        self.user = user
+
+    def close(self):
+        self.client.__del__()
+
+    def all(self, hql: str, **p):
+        params = ParametersI()
+        for k, v in p.items():
+            params.addLong(k, v) if isinstance(v, int) else params.addString(k, v)
+        return self.q.findAllByQuery(hql, params)
+
+    def kind(self, kind: str, order: str = "id"):
+        return self.all(f"select x from {kind} x where x.details.owner.id = :uid "
+                        f"order by x.{order}", uid=self.user.id)
+
+    def images(self, dataset_id: int):
+        return self.all("select i from Image i join i.datasetLinks l where l.parent.id = :did "
+                        "order by i.id", did=dataset_id)
+
+    def image(self, name: str):
+        (found,) = [i for i in self.kind("Image") if unwrap(i.name) == name]
+        return found
+
+    def pixels(self, image_id: int):
+        (px,) = self.all("select p from Pixels p join fetch p.pixelsType join fetch p.channels c "
+                         "join fetch c.logicalChannel where p.image.id = :iid", iid=image_id)
+        return px
+
+    def array(self, image_id: int) -> np.ndarray:
+        """Every plane through RawPixelsStore.getPlane, as (T, C, Z, Y, X)."""
+        px = self.pixels(image_id)
+        sx, sy, sz, sc, st = (unwrap(getattr(px, f"size{d}")) for d in "XYZCT")
+        dtype = np.dtype(unwrap(px.pixelsType.value)).newbyteorder(">")
+        store = self.sf.createRawPixelsStore()
+        try:
+            store.setPixelsId(px.id.val, True)
+            out = np.empty((st, sc, sz, sy, sx), dtype)
+            for t in range(st):
+                for c in range(sc):
+                    for z in range(sz):
+                        out[t, c, z] = np.frombuffer(store.getPlane(z, c, t), dtype).reshape(
+                            sy, sx)
+        finally:
+            store.close()
+        return out
+
+    def annotations(self, kind: str, oid: int):
+        links = self.all(f"select l from {kind}AnnotationLink l join fetch l.child a "
+                         "where l.parent.id = :pid", pid=oid)
+        return [lk.child for lk in sorted(links, key=lambda lk: lk.id.val)]
+
+    def tag_links(self, kind: str) -> list[tuple[int, int]]:
+        out = []
+        for parent in self.kind(kind):
+            out += [(parent.id.val, a.id.val) for a in self.annotations(kind, parent.id.val)
+                    if isinstance(a, omero.model.TagAnnotationI)]
+        return out
+
+    def table(self, file_id: int) -> dict[str, tuple[str, list]]:
+        table = self.sf.sharedResources().openTable(omero.model.OriginalFileI(file_id, False))
+        try:
+            cols = table.getHeaders()
+            data = table.readCoordinates(list(range(table.getNumberOfRows())))
+            return {h.name: (type(h).__name__, list(c.values))
+                    for h, c in zip(cols, data.columns, strict=True)}
+        finally:
+            table.close()
+
+    def file(self, file_id: int) -> bytes:
+        store = self.sf.createRawFileStore()
+        try:
+            store.setFileId(file_id)
+            return store.read(0, store.size())
+        finally:
+            store.close()
+
+    def has_thumbnail(self, pixels_id: int) -> bool:
+        thumbs = self.sf.createThumbnailStore()
+        try:
+            return bool(thumbs.setPixelsId(pixels_id)) and thumbs.getThumbnailByLongestSide(
+                omero.rtypes.rint(96))[:2] == b"\xff\xd8"
+        finally:
+            thumbs.close()
 
 
 @pytest.fixture
-def uploaded(server, demo):
-    assert upload(demo) == 0
-    return server
+def reader(double, alice):
+    r = Reader(double, alice)
+    yield r
+    r.close()
 
 
-def test_structure(uploaded):
-    s = uploaded
-    (project,) = s.kind("ProjectI")
-    (dataset,) = s.kind("DatasetI")
+def sessions_of(double, user: User) -> list[dict]:
+    return [s for s in double.state()["sessions"] if s["user"] == user.name]
+
+
+def check_planes(r: Reader, image, demo):
+    data = r.array(image.id.val)
+    assert data.shape == (3, 3, 5, 512, 512)
+    for t, c, z, src in demo_planes(demo, unwrap(image.name)):
+        np.testing.assert_array_equal(data[t - 1, CHANNELS.index(c), z - 1], read_png(src))
+
+
+@pytest.fixture
+def uploaded(double, alice, demo, reader, calls):
+    assert upload(double, alice, demo) == 0
+    return reader
+
+
+# --- the upload ---------------------------------------------------------------------------
+
+
+def test_structure(uploaded, double, alice, calls):
+    r = uploaded
+    (project,) = r.kind("Project")
+    (dataset,) = r.kind("Dataset")
     assert unwrap(project.name) == "Morphology detection"
     assert unwrap(dataset.name) == "run1"
     assert unwrap(dataset.description).startswith("Aim: Compare morphology")
-    assert len(s.links("ProjectDatasetLinkI", parent=project.id.val)) == 1
-    images = s.kind("ImageI")
+    links = r.all("select l from ProjectDatasetLink l where l.parent.id = :pid",
+                  pid=project.id.val)
+    assert [lk.child.id.val for lk in links] == [dataset.id.val]
+    images = r.kind("Image")
     assert [unwrap(i.name) for i in images] == ["pos001", "pos002", "pos003"]
-    assert {link.child.id.val for link in s.links("DatasetImageLinkI", parent=dataset.id.val)} \
-        == {i.id.val for i in images}
-    assert s.logins == 1 and s.counts["client.closeSession"] == 1 and s.open_clients == 0
-    assert s.sessions == {}  # the session we created is ended
+    assert [i.id.val for i in r.images(dataset.id.val)] == [i.id.val for i in images]
+    assert calls.counts["createSession"] == 1 and calls.counts["joinSession"] == 0
+    # one login, and the session we created is ended (the Reader's is the other one)
+    ours = [s for s in sessions_of(double, alice)]
+    assert len(ours) == 2 and sum(s["alive"] for s in ours) == 1
 
 
 def test_every_plane_equals_its_source(uploaded, demo):
-    s = uploaded
-    for image in s.kind("ImageI"):
-        data = image_array(s, image.id.val)
-        assert data.shape == (3, 3, 5, 512, 512)
-        for t, c, z, src in demo_planes(demo, unwrap(image.name)):
-            np.testing.assert_array_equal(data[t - 1, CHANNELS.index(c), z - 1], read_png(src))
+    for image in uploaded.kind("Image"):
+        check_planes(uploaded, image, demo)
 
 
-def test_few_pixel_calls(uploaded):
-    s = uploaded
-    # one call per timepoint (3 x 3 C x 5 Z x 512 x 512 x 2 B = 7.9 MB each), not 135 setPlane
-    assert s.counts["RawPixelsStore.setTimepoint"] == 9
-    assert s.counts["RawPixelsStore.setPlane"] == 0
-    assert s.counts["ServiceFactory.createRawPixelsStore"] == 3  # one store per image
-    assert s.pixel_bytes_received == 135 * 512 * 512 * 2
+def test_few_pixel_calls(uploaded, calls):
+    # one call per timepoint (3 C x 5 Z x 512 x 512 x 2 B = 7.9 MB each), not 135 setPlane
+    assert calls.counts["setTimepoint"] == 9 and calls.pixel_calls() == 9
+    assert calls.counts["setPlane"] == 0
+    assert calls.counts["createRawPixelsStore"] == 3  # one store per image
+    assert calls.pixel_bytes == 135 * 512 * 512 * 2
 
 
-def test_physical_metadata(uploaded):
-    s = uploaded
-    image = next(i for i in s.kind("ImageI") if unwrap(i.name) == "pos002")
-    px = next(p for p in s.kind("PixelsI") if p.image.id.val == image.id.val)
+def test_physical_metadata(uploaded, calls, monkeypatch):
+    r = uploaded
+    image = r.image("pos002")
+    px = r.pixels(image.id.val)
     assert unwrap(px.pixelsType.value) == "uint16"
     assert px.getPhysicalSizeZ().getValue() == pytest.approx(0.6)
     assert str(px.getPhysicalSizeZ().getUnit()) == "MICROMETER"
     assert px.getTimeIncrement().getValue() == 300
     assert unwrap(image.acquisitionDate) is not None
-    channels = [s.get("ChannelI", c.id.val) for c in px.copyChannels()]
-    names = [unwrap(s.get("LogicalChannelI", c.logicalChannel.id.val).name) for c in channels]
-    assert names == CHANNELS
+    channels = px.copyChannels()
+    assert [unwrap(c.getLogicalChannel().name) for c in channels] == CHANNELS
     gfp = channels[2]
     assert (unwrap(gfp.red), unwrap(gfp.green), unwrap(gfp.blue)) == (0, 255, 0)
-    gfp_lc = s.get("LogicalChannelI", gfp.logicalChannel.id.val)
-    assert gfp_lc.getEmissionWave().getValue() == 535
-    infos = [i for i in s.kind("PlaneInfoI") if i.pixels.id.val == px.id.val]
+    assert gfp.getLogicalChannel().getEmissionWave().getValue() == 535
+    infos = r.all("select i from PlaneInfo i where i.pixels.id = :pid", pid=px.id.val)
     assert len(infos) == 45
     info = next(i for i in infos if (unwrap(i.theT), unwrap(i.theC), unwrap(i.theZ)) == (0, 2, 0))
     assert info.getDeltaT().getValue() == 19.0
     assert info.getExposureTime().getValue() == 7
     assert info.getPositionX().getValue() == 10846.5
-    lo, hi = s.minmax[(px.id.val, 2)]
-    data = image_array(s, image.id.val)
-    assert (lo, hi) == (data[:, 2].min(), data[:, 2].max())
-    assert image.id.val in s.rendered and s.thumbnails == 3
+    # rendering settings exist (resetDefaults) and a thumbnail renders
+    assert all(r.has_thumbnail(r.pixels(i.id.val).id.val) for i in r.kind("Image"))
+
+
+def test_channel_min_max_from_the_real_pixels(double, alice, demo, reader, monkeypatch):
+    sent = {}
+    real = connection._Retrying.__getattr__
+
+    def spy(self, method):
+        fn = real(self, method)
+        if method != "setChannelGlobalMinMax":
+            return fn
+
+        def call(pid, c, lo, hi):
+            sent[(pid, c)] = (lo, hi)
+            return fn(pid, c, lo, hi)
+        return call
+
+    monkeypatch.setattr(connection._Retrying, "__getattr__", spy)
+    assert upload(double, alice, demo) == 0
+    image = reader.image("pos002")
+    pid = reader.pixels(image.id.val).id.val
+    data = reader.array(image.id.val)
+    assert sent[(pid, 2)] == (data[:, 2].min(), data[:, 2].max())
+    assert len(sent) == 9
 
 
 def _pairs(ann):
@@ -128,15 +409,15 @@ def _pairs(ann):
 
 
 def test_annotations(uploaded):
-    s = uploaded
-    (dataset,) = s.kind("DatasetI")
-    on_dataset = s.annotations_of("Dataset", dataset.id.val)
+    r = uploaded
+    (dataset,) = r.kind("Dataset")
+    on_dataset = r.annotations("Dataset", dataset.id.val)
     maps = {unwrap(a.ns): a for a in on_dataset if isinstance(a, omero.model.MapAnnotationI)}
     kv = _pairs(maps[CLIENT_MAP_NS])
     assert ("Project", "Morphology detection") in kv
     assert ("Micromanager config file", r"C:\Users\Public\Microscope control\Micromanager "
             r"config files\Batgirl5_9_18noemissionfilter.txt") in kv
-    prov = dict(_pairs(maps["pyomero-upload/provenance"]))
+    prov = dict(_pairs(maps[PROVENANCE_NS]))
     assert prov["Uploaded With"].startswith("pyomero-upload ")
     assert "PyOmeroUpload" in prov["Citation"]
     tags = sorted(unwrap(a.textValue) for a in on_dataset
@@ -146,191 +427,326 @@ def test_annotations(uploaded):
     tables = [f for f in files if unwrap(f.ns) == BULK_ANNOTATIONS_NS]
     assert sorted(unwrap(t.description) for t in tables) == sorted(
         ["Channels", "Z_sectioning", "Time_settings", "Points", "Pumps", "Switching_parameters"])
-    points = s.tables[next(t.file.id.val for t in tables if unwrap(t.description) == "Points")]
+    points = r.table(next(t.file.id.val for t in tables if unwrap(t.description) == "Points"))
     assert points["X position"][0] == "DoubleColumn" and points["X position"][1][0] == 10846.5
     assert points["Group"][0] == "LongColumn"
-    raw = sorted(unwrap(s.get("OriginalFileI", f.file.id.val).name) for f in files
-                 if unwrap(f.ns) == ATTACHMENT_NS)
-    assert raw == ["microscope1_Acq.txt", "microscope1_log.txt"]
-    for image in s.kind("ImageI"):
-        on_image = s.annotations_of("Image", image.id.val)
+    raw = {}
+    for f in files:
+        if unwrap(f.ns) == ATTACHMENT_NS:
+            (of,) = r.all("select f from OriginalFile f where f.id = :fid", fid=f.file.id.val)
+            raw[unwrap(of.name)] = r.file(of.id.val)
+    assert sorted(raw) == ["microscope1_Acq.txt", "microscope1_log.txt"]
+    for image in r.kind("Image"):
+        on_image = r.annotations("Image", image.id.val)
         kinds = {(type(a).__name__, unwrap(a.ns)) for a in on_image}
         assert ("MapAnnotationI", CLIENT_MAP_NS) in kinds
-        assert ("MapAnnotationI", "pyomero-upload/provenance") in kinds
+        assert ("MapAnnotationI", PROVENANCE_NS) in kinds
         source = next(a for a in on_image if unwrap(a.ns) == SOURCE_NS)
         assert dict(_pairs(source))["Status"] == "complete"
         assert sum(isinstance(a, omero.model.TagAnnotationI) for a in on_image) == 2
-    assert len(s.kind("TagAnnotationI")) == 2
+    assert len(r.kind("TagAnnotation")) == 2
 
 
-def test_existing_tag_is_reused(server, demo):
+def test_attached_files_are_the_source_files(uploaded, demo):
+    r = uploaded
+    (dataset,) = r.kind("Dataset")
+    for f in r.annotations("Dataset", dataset.id.val):
+        if isinstance(f, omero.model.FileAnnotationI) and unwrap(f.ns) == ATTACHMENT_NS:
+            (of,) = r.all("select f from OriginalFile f where f.id = :fid", fid=f.file.id.val)
+            assert r.file(of.id.val) == (demo / unwrap(of.name)).read_bytes()
+
+
+def test_existing_tag_is_reused(double, alice, demo, reader):
     tag = omero.model.TagAnnotationI()
-    tag.setTextValue(omero.rtypes.rstring("Batgirl"))
-    existing = server.save(tag)
-    assert upload(demo) == 0
-    batgirl = [t for t in server.kind("TagAnnotationI") if unwrap(t.textValue) == "Batgirl"]
+    tag.setTextValue(rstring("Batgirl"))
+    existing = reader.sf.getUpdateService().saveAndReturnObject(tag)
+    assert upload(double, alice, demo) == 0
+    batgirl = [t for t in reader.kind("TagAnnotation") if unwrap(t.textValue) == "Batgirl"]
     assert [t.id.val for t in batgirl] == [existing.id.val]
 
 
-def _snapshot(s):
-    return sorted((k[0], k[1]) for k in s.objects)
+def _snapshot(double, user):
+    return sorted((o["class"], o["id"]) for o in double.state()["objects"]
+                  if o["owner"] == user.id)
 
 
-def test_rerun_skips_everything(uploaded, demo, capsys):
-    s = uploaded
-    before = _snapshot(s)
-    bytes_before = s.pixel_bytes_received
-    assert main(["upload", str(demo), "--dataset", "run1", "--host", "omero.test",
-                 "--user", "alice"]) == 0
+def test_rerun_skips_everything(uploaded, double, alice, demo, calls, capsys):
+    before = _snapshot(double, alice)
+    bytes_before = calls.pixel_bytes
+    capsys.readouterr()
+    assert main(["upload", str(demo), "--dataset", "run1", "--host", double.host,
+                 "--port", str(double.port), "--user", alice.name]) == 0
     assert "3 already complete, skipped" in capsys.readouterr().out
-    assert _snapshot(s) == before and s.pixel_bytes_received == bytes_before
+    assert _snapshot(double, alice) == before and calls.pixel_bytes == bytes_before
 
 
-def test_failure_then_rerun_gives_one_complete_copy(server, demo, monkeypatch, capsys):
-    # the 5th timepoint call (position 2, T=2 in order) fails, retries fail too
-    server.fail = FailAt("RawPixelsStore.setTimepoint", 5, Ice.ConnectionLostException(), 4)
+def test_failure_then_rerun_gives_one_complete_copy(double, alice, demo, reader, calls, capsys):
+    """A connection dropped mid-image: OMERO opens an existing pixel file read-only
+    (PixelsService._getPixelBuffer), so the image cannot be finished in a new session;
+    the run stops and the re-run replaces it."""
+    # the 5th timepoint call (position 2, T=2 in order) loses the connection
+    calls.drop = ("setTimepoint", 5, 1)
     t0 = time.perf_counter()
-    assert upload(demo, "--workers", "1") == cli.EXIT_OMERO
-    assert time.perf_counter() - t0 < 30
+    assert upload(double, alice, demo, "--workers", "1") == cli.EXIT_OMERO
+    assert time.perf_counter() - t0 < 60
     err = capsys.readouterr().err
-    assert "lost the connection to omero.test:4064" in err and "Traceback" not in err
-    done = {unwrap(i.name) for i in server.kind("ImageI")}
-    assert "pos002" in done  # linked first, marked incomplete
-    for link in server.kind("DatasetImageLinkI"):  # nothing outside the dataset
-        assert server.get("ImageI", link.child.id.val) is not None
-    server.fail = None
-    assert upload(demo) == 0
-    images = server.kind("ImageI")
+    assert f"lost the connection to {double.host}:{double.port}" in err
+    assert "run the same command again" in err and "Traceback" not in err
+    assert "pos002" in {unwrap(i.name) for i in reader.kind("Image")}  # linked, incomplete
+    (dataset,) = reader.kind("Dataset")
+    assert {i.id.val for i in reader.kind("Image")} == {
+        i.id.val for i in reader.images(dataset.id.val)}  # nothing outside the dataset
+    calls.drop = None
+    assert upload(double, alice, demo) == 0
+    images = reader.kind("Image")
     assert sorted(unwrap(i.name) for i in images) == ["pos001", "pos002", "pos003"]
-    assert len(server.kind("DatasetI")) == 1 and len(server.kind("ProjectI")) == 1
-    assert len(server.kind("TagAnnotationI")) == 2
-    (dataset,) = server.kind("DatasetI")
-    on_dataset = server.annotations_of("Dataset", dataset.id.val)
+    assert len(reader.kind("Dataset")) == 1 and len(reader.kind("Project")) == 1
+    assert len(reader.kind("TagAnnotation")) == 2
+    on_dataset = reader.annotations("Dataset", dataset.id.val)
     assert sum(unwrap(a.ns) == CLIENT_MAP_NS for a in on_dataset) == 1
     for image in images:
-        source = next(a for a in server.annotations_of("Image", image.id.val)
+        source = next(a for a in reader.annotations("Image", image.id.val)
                       if unwrap(a.ns) == SOURCE_NS)
         assert dict(_pairs(source))["Status"] == "complete"
-        assert image_array(server, image.id.val).any()
+        check_planes(reader, image, demo)
+    assert [s["alive"] for s in sessions_of(double, alice)].count(True) == 1  # the Reader's
 
 
-def test_lost_connection_logs_in_again(server, demo):
+def test_lost_connection_logs_in_again(double, alice, demo, reader, calls):
     """Glacier2 ends the session with its connection: retrying on it cannot work,
-    so the client logs in again, reopens the pixel store and carries on."""
-    server.fail = FailAt("RawPixelsStore.setTimepoint", 2, Ice.ConnectionLostException(), 2)
-    assert upload(demo, "--workers", "1") == 0
-    assert server.counts["RawPixelsStore.setTimepoint"] == 11  # 9 + 2 failed
-    assert server.logins == 3 and server.sessions == {} and server.open_clients == 0
-    for image in server.kind("ImageI"):
-        data = image_array(server, image.id.val)
-        for t, c, z, src in demo_planes(demo, unwrap(image.name)):
-            np.testing.assert_array_equal(data[t - 1, CHANNELS.index(c), z - 1], read_png(src))
+    so the client logs in again, opens a new pixel store and carries on (here the
+    connection drops before the second image's first pixel call)."""
+    calls.drop = ("requiresPixelsPyramid", 2, 2)
+    assert upload(double, alice, demo, "--workers", "1") == 0
+    assert calls.counts["requiresPixelsPyramid"] == 5  # 3 + 2 lost
+    assert calls.counts["setTimepoint"] == 9
+    assert calls.counts["createSession"] == 3  # the login and two after lost connections
+    mine = sessions_of(double, alice)
+    assert len(mine) == 4 and [s["alive"] for s in mine].count(True) == 1  # the Reader's
+    for image in reader.kind("Image"):
+        check_planes(reader, image, demo)
 
 
-def test_wrong_password(server, demo, monkeypatch, capsys):
+def test_wrong_password(double, alice, demo, monkeypatch, capsys):
     monkeypatch.setenv("OMERO_PASSWORD", "nope")
-    assert upload(demo) == cli.EXIT_AUTH
+    assert upload(double, alice, demo) == cli.EXIT_AUTH
     err = capsys.readouterr().err
-    assert "login refused for user 'alice'" in err and "nope" not in err
-    assert "Traceback" not in err and server.open_clients == 0
+    assert f"login refused for user '{alice.name}'" in err and "nope" not in err
+    assert "Traceback" not in err and sessions_of(double, alice) == []
 
 
-def test_unknown_host_and_refused_port(server, demo, capsys):
-    assert main(["upload", str(demo), "--host", "nowhere.invalid", "--user", "alice"]) == \
+def test_unknown_host_and_refused_port(double, alice, demo, reader, capsys):
+    assert main(["upload", str(demo), "--host", "nowhere.invalid", "--user", alice.name]) == \
         cli.EXIT_UNKNOWN_HOST
     assert "unknown host 'nowhere.invalid'" in capsys.readouterr().err
-    assert main(["upload", str(demo), "--host", "omero.test", "--port", "4999",
-                 "--user", "alice"]) == cli.EXIT_REFUSED
-    assert "connection refused by omero.test:4999" in capsys.readouterr().err
-    assert not server.kind("DatasetI")
+    port = free_port()
+    assert main(["upload", str(demo), "--host", double.host, "--port", str(port),
+                 "--user", alice.name]) == cli.EXIT_REFUSED
+    assert f"connection refused by {double.host}:{port}" in capsys.readouterr().err
+    assert not reader.kind("Dataset")
 
 
-def test_session_key(server, demo, monkeypatch):
+def test_login_timeout_is_a_timeout(alice, demo, monkeypatch, capsys):
+    """A server that accepts the connection and never answers: omero-py gives up
+    after three connect timeouts with ClientError("Obtained null object proxy")."""
+    monkeypatch.setattr(connection.ConnectionSettings, "__init__",
+                        _with_timeout(connection.ConnectionSettings.__init__, 1.0))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        assert main(["-q", "upload", str(demo), "--host", "127.0.0.1", "--port", str(port),
+                     "--user", alice.name]) == cli.EXIT_TIMEOUT
+    err = capsys.readouterr().err
+    assert f"no answer from 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def _with_timeout(init, seconds):
+    def patched(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.timeout_s = seconds
+    return patched
+
+
+def _login_and_detach(double, user: User) -> str:
+    """What `omero login` leaves: a session with no client attached, still alive."""
+    c = omero.client(double.host, double.port)
+    with quiet():
+        sf = c.createSession(user.name, user.password)
+    sf.detachOnDestroy()
+    key = c.getSessionId()
+    c.__del__()
+    return key
+
+
+def test_session_key_leaves_the_session_alive(double, alice, demo, reader, monkeypatch,
+                                              calls):
     monkeypatch.delenv("OMERO_PASSWORD")
-    server.add_session("abc-123", "alice")
-    assert main(["-q", "upload", str(demo), "--host", "omero.test", "--session-key",
-                 "abc-123"]) == 0
-    assert server.logins == 0 and len(server.kind("ImageI")) == 3
+    key = _login_and_detach(double, alice)
+    assert main(["-q", "upload", str(demo), "--host", double.host, "--port", str(double.port),
+                 "--session-key", key]) == 0
+    assert calls.counts["createSession"] == 0 and calls.counts["joinSession"] == 1
+    assert len(reader.kind("Image")) == 3
     # joined, detached before closing: the session outlives the upload (SessionI)
-    assert "abc-123" in server.sessions and server.open_clients == 0
-    assert main(["-q", "upload", str(demo), "--host", "omero.test", "--session-key",
-                 "abc-123", "--insecure", "--dataset", "again"]) == 0
-    assert "abc-123" in server.sessions and server.open_clients == 0
-    assert server.counts["ServiceFactory.detachOnDestroy"] == 3  # 1 + 2 (--insecure)
+    (joined,) = [s for s in sessions_of(double, alice) if s["uuid"] == key]
+    assert joined["alive"] and joined["refs"] == 0
+    assert main(["-q", "upload", str(demo), "--host", double.host, "--port", str(double.port),
+                 "--session-key", key, "--insecure", "--dataset", "again"]) == 0
+    (joined,) = [s for s in sessions_of(double, alice) if s["uuid"] == key]
+    assert joined["alive"] and joined["refs"] == 0
+    assert calls.counts["createClient(secure=False)"] == 1
+    assert len(reader.kind("Image")) == 6
+    # and the key still works for a third client
+    c = omero.client(double.host, double.port)
+    try:
+        assert c.joinSession(key).getAdminService().getEventContext().userName == alice.name
+    finally:
+        c.getSession().detachOnDestroy()
+        c.__del__()
 
 
-def test_insecure_pixels_one_login(server, demo):
-    assert upload(demo, "--insecure") == 0
-    assert server.counts["client.createClient(secure=False)"] == 1
-    assert server.counts["ServiceFactory.detachOnDestroy"] == 1  # the joined second client
-    assert server.logins == 1 and server.sessions == {}  # ours, ended
-    assert server.open_clients == 0 and len(server.kind("ImageI")) == 3
+def test_insecure_pixels_one_login(double, alice, demo, reader, calls):
+    assert upload(double, alice, demo, "--insecure") == 0
+    assert calls.counts["createClient(secure=False)"] == 1
+    assert calls.counts["createSession"] == 1
+    # our session ended: only the Reader's is alive
+    assert [s["alive"] for s in sessions_of(double, alice)].count(True) == 1
+    images = reader.kind("Image")
+    assert len(images) == 3
+    check_planes(reader, images[0], demo)
 
 
-def test_dry_run_writes_nothing(server, demo, capsys):
-    assert main(["upload", str(demo), "--dataset", "run1", "--host", "omero.test",
-                 "--user", "alice", "--dry-run"]) == 0
+def test_insecure_pixels_use_the_plain_port(double, alice, demo, monkeypatch):
+    """The second client's connection goes to the double's plain TCP port."""
+    seen = []
+    real = omero.clients.BaseClient.createClient
+
+    def spy(self, secure):
+        other = real(self, secure)
+        seen.append(other.getSession().ice_getConnection().getInfo())
+        return other
+
+    monkeypatch.setattr(omero.clients.BaseClient, "createClient", spy)
+    assert upload(double, alice, demo, "--insecure") == 0
+    (info,) = seen
+    assert info.remotePort == double.insecure_port and isinstance(info, Ice.TCPConnectionInfo)
+
+
+def test_group(double, demo, monkeypatch, calls, capsys):
+    lab = new_group(double, f"lab-{uuid.uuid4().hex[:6]}")
+    lab_name = _group_name(double, lab)
+    user = new_user(double, [lab])
+    monkeypatch.setenv("OMERO_PASSWORD", user.password)
+    monkeypatch.setattr(connection, "stored_session", lambda environ=None: None)
+    settings = connection.ConnectionSettings(double.host, double.port, user.name, user.password,
+                                             group=lab_name)
+    with connection.Connection.open(settings) as conn:
+        assert conn.group_id == lab and user.group_id != lab
+    assert upload(double, user, demo, "--group", lab_name, "--insecure") == 0
+    images = [o for o in double.state()["objects"]
+              if o["class"] == "Image" and o["owner"] == user.id]
+    assert len(images) == 3 and {o["group"] for o in images} == {lab}
+    assert upload(double, user, demo, "--group", "nope") == cli.EXIT_AUTH
+    assert "no OMERO group named 'nope'" in capsys.readouterr().err
+
+
+def _group_name(double, gid):
+    c = omero.client(double.host, double.port)
+    try:
+        return unwrap(c.createSession(double.user, double.password).getAdminService()
+                      .getGroup(gid).name)
+    finally:
+        c.__del__()
+
+
+def test_dry_run_writes_nothing(double, alice, demo, calls, capsys):
+    assert main(["upload", str(demo), "--dataset", "run1", "--host", double.host,
+                 "--port", str(double.port), "--user", alice.name, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would create: pos001" in out and "would upload 3 image(s)" in out
-    assert server.objects == {} and server.pixel_bytes_received == 0
+    assert _snapshot(double, alice) == [] and calls.pixel_bytes == 0
 
 
-def test_single_plane_images_without_hypercube(server, demo):
-    assert upload(demo, "--no-hypercube", "-x") == 0
-    images = server.kind("ImageI")
+def test_single_plane_images_without_hypercube(double, alice, demo, reader):
+    assert upload(double, alice, demo, "--no-hypercube", "-x") == 0
+    images = reader.kind("Image")
     assert len(images) == 135
-    one = next(i for i in images if unwrap(i.name) == "microscope1_000002_DIC_003.png")
-    np.testing.assert_array_equal(
-        image_array(server, one.id.val)[0, 0, 0],
-        read_png(demo / "pos001" / "microscope1_000002_DIC_003.png"),
-    )
+    name = "microscope1_000002_DIC_003.png"
+    got = sorted(reader.array(i.id.val)[0, 0, 0].tobytes() for i in images
+                 if unwrap(i.name) == name)  # one per position
+    want = sorted(read_png(demo / pos / name).astype(">u2").tobytes()
+                  for pos in ("pos001", "pos002", "pos003"))
+    assert got == want
 
 
-def test_tables_service_missing_falls_back_to_hdf5(server, demo):
-    server.tables_enabled = False
-    assert upload(demo) == 0
-    (dataset,) = server.kind("DatasetI")
-    files = [a for a in server.annotations_of("Dataset", dataset.id.val)
+def test_tables_service_missing_falls_back_to_hdf5(double, alice, demo, reader, monkeypatch):
+    # a server without OMERO.tables answers areTablesEnabled() False (client side: the
+    # double has the service)
+    monkeypatch.setattr(omero.grid.SharedResourcesPrx, "areTablesEnabled",
+                        lambda self, _ctx=None: False)
+    assert upload(double, alice, demo) == 0
+    (dataset,) = reader.kind("Dataset")
+    files = [a for a in reader.annotations("Dataset", dataset.id.val)
              if isinstance(a, omero.model.FileAnnotationI)
              and unwrap(a.ns) == BULK_ANNOTATIONS_NS]
-    names = sorted(unwrap(server.get("OriginalFileI", f.file.id.val).name) for f in files)
-    assert "Points.h5" in names and len(names) == 6
-    data = server.files[next(f.file.id.val for f in files if unwrap(
-        server.get("OriginalFileI", f.file.id.val).name) == "Points.h5")]
-    assert data[:8] == b"\x89HDF\r\n\x1a\n"
+    originals = {}
+    for f in files:
+        (of,) = reader.all("select f from OriginalFile f where f.id = :fid", fid=f.file.id.val)
+        originals[unwrap(of.name)] = of.id.val
+    assert "Points.h5" in originals and len(originals) == 6
+    assert reader.file(originals["Points.h5"])[:8] == b"\x89HDF\r\n\x1a\n"
 
 
-def test_legacy_cli_flags(server, demo, tmp_path):
+def test_legacy_cli_flags(double, alice, demo, reader, tmp_path):
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "custom_metadata_parser.py").write_text(
         "class CustomMetadataParser:\n"
         "    def extract_metadata(self, path):\n"
         "        return {'description': 'legacy', 'tags': ['L'], 'kvps': [], 'tables': []}\n")
-    code = legacy_main(["-s", "omero.test", "-u", "alice", "-d", str(demo), "-n", "legacy",
-                        "-y", "-m", str(plug), "-p", "--no-include-provenance-metadata"])
+    code = legacy_main(["-s", double.host, "-o", str(double.port), "-u", alice.name,
+                        "-d", str(demo), "-n", "legacy", "-y", "-m", str(plug), "-p",
+                        "--no-include-provenance-metadata"])
     assert code == 0
-    (dataset,) = server.kind("DatasetI")
+    (dataset,) = reader.kind("Dataset")
     assert unwrap(dataset.name) == "legacy" and unwrap(dataset.description) == "legacy"
-    assert [unwrap(t.textValue) for t in server.kind("TagAnnotationI")] == ["L"]
-    namespaces = {unwrap(a.ns) for a in server.kind("MapAnnotationI")}
-    assert "pyomero-upload/provenance" not in namespaces
-    assert len(server.kind("ImageI")) == 3  # -y: hypercubes
+    assert [unwrap(t.textValue) for t in reader.kind("TagAnnotation")] == ["L"]
+    namespaces = {unwrap(a.ns) for a in reader.kind("MapAnnotation")}
+    assert PROVENANCE_NS not in namespaces
+    assert len(reader.kind("Image")) == 3  # -y: hypercubes
 
 
-def test_python_api(server, demo):
+def test_legacy_cli_as_a_process(double, alice, demo, reader):
+    """``python -m pyomero_upload.upload_cli`` in its own process, over SSL."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMERO_PASSWORD": alice.password}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyomero_upload.upload_cli", "-s", double.host, "-o",
+         str(double.port), "-u", alice.name, "-d", str(demo), "-n", "proc", "-y", "-x"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (dataset,) = reader.kind("Dataset")
+    assert unwrap(dataset.name) == "proc"
+    check_planes(reader, reader.image("pos003"), demo)
+
+
+def test_python_api(double, alice, demo, reader):
     from pyomero_upload.pyomero_upload import PyOmeroUploader
 
-    uploader = PyOmeroUploader("alice", "secret", "omero.test")
-    assert "secret" not in repr(uploader)
-    dataset_id = uploader.launch_upload("api", demo, hypercube=True,
-                                        client_factory=client_factory(server))
+    uploader = PyOmeroUploader(alice.name, alice.password, double.host, port=double.port)
+    assert alice.password not in repr(uploader)
+    dataset_id = uploader.launch_upload("api", demo, hypercube=True)
     assert isinstance(dataset_id, int)
-    assert unwrap(server.get("DatasetI", dataset_id).name) == "api"
-    assert len(server.kind("ImageI")) == 3
+    (dataset,) = reader.kind("Dataset")
+    assert dataset.id.val == dataset_id and unwrap(dataset.name) == "api"
+    assert len(reader.images(dataset_id)) == 3
+    check_planes(reader, reader.image("pos001"), demo)
 
 
-def test_custom_image_processor(server, demo, tmp_path):
+def test_custom_image_processor(double, alice, demo, reader, tmp_path):
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "custom_image_processor.py").write_text(
@@ -339,14 +755,15 @@ def test_custom_image_processor(server, demo, tmp_path):
         "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
         f"        with open({str(tmp_path / 'called')!r}, 'w') as f:\n"
         "            f.write(f'{dataset.name}:{dataset.id}')\n")
-    assert upload(demo, "-m", str(plug), "-i") == 0
-    (dataset,) = server.kind("DatasetI")
-    assert server.kind("ImageI") == []  # only what the plug-in did
+    assert upload(double, alice, demo, "-m", str(plug), "-i") == 0
+    (dataset,) = reader.kind("Dataset")
+    assert reader.kind("Image") == []  # only what the plug-in did
     # called, with the dataset as ids and names (no omero objects)
     assert (tmp_path / "called").read_text() == f"run1:{dataset.id.val}"
 
 
-def test_custom_image_processor_bug_is_not_an_omero_error(server, demo, tmp_path, capsys):
+def test_custom_image_processor_bug_is_not_an_omero_error(double, alice, demo, tmp_path,
+                                                          capsys):
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "custom_image_processor.py").write_text(
@@ -354,10 +771,24 @@ def test_custom_image_processor_bug_is_not_an_omero_error(server, demo, tmp_path
         "class CustomImageProcessor(ImageProcessor):\n"
         "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
         "        return 1 / 0\n")
-    assert upload(demo, "-m", str(plug), "-i") == cli.EXIT_INPUT
+    assert upload(double, alice, demo, "-m", str(plug), "-i") == cli.EXIT_INPUT
     err = capsys.readouterr().err
     assert "image processor CustomImageProcessor" in err and "ZeroDivisionError" in err
     assert "OMERO error" not in err and "Traceback" not in err
+
+
+def test_interrupted_upload_does_not_claim_a_clean_state(double, alice, demo, tmp_path, capsys):
+    plug = tmp_path / "plug"
+    plug.mkdir()
+    (plug / "custom_image_processor.py").write_text(
+        "from pyomero_upload.upload import ImageProcessor\n"
+        "class CustomImageProcessor(ImageProcessor):\n"
+        "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
+        "        raise KeyboardInterrupt\n")
+    assert upload(double, alice, demo, "-m", str(plug), "-i") == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "no partial output" not in err and "run the same command again" in err
+    assert not any(s["alive"] for s in sessions_of(double, alice))  # closed all the same
 
 
 def test_pixel_units():
@@ -368,64 +799,31 @@ def test_pixel_units():
     assert pixels.pixel_unit(512, 512, 5, 3, 2, pyramid=True) == "tiles"
 
 
-@pytest.mark.parametrize("limit, method, calls", [
+@pytest.mark.parametrize("limit, method, n", [
     (512 * 512 * 2 * 5, "setStack", 27),  # setStack(buf, z, c, t), as in the Ice stubs
     (512 * 512 * 2, "setPlane", 135),
     (100_000, "setTile", 135 * 6),  # full-width strips of 97 rows at x = 0 (ROMIO)
 ])
-def test_smaller_pixel_units(server, demo, monkeypatch, limit, method, calls):
+def test_smaller_pixel_units(double, alice, demo, reader, calls, monkeypatch, limit, method, n):
     monkeypatch.setattr(pixels, "MAX_CALL_BYTES", limit)
-    assert upload(demo, "-x") == 0
-    assert server.counts[f"RawPixelsStore.{method}"] == calls
-    image = next(i for i in server.kind("ImageI") if unwrap(i.name) == "pos003")
-    np.testing.assert_array_equal(
-        image_array(server, image.id.val)[2, 1, 3],
-        read_png(demo / "pos003" / "microscope1_000003_DIC_004.png"),
-    )
+    assert upload(double, alice, demo, "-x") == 0
+    assert calls.counts[method] == n and calls.pixel_calls() == n
+    check_planes(reader, reader.image("pos003"), demo)
 
 
-@pytest.mark.parametrize("tile, per_plane", [((256, 256), 4), ((200, 128), 12)])
-def test_pyramid_images_are_written_in_server_tiles(server, demo, tile, per_plane):
-    """Above the server's plane limit only setTile works, on its tile grid."""
-    server.max_plane = (500, 500)  # 512 x 512 needs a pyramid on this server
-    server.tile_size = tile
-    assert upload(demo, "-x") == 0
-    assert server.counts["RawPixelsStore.setTile"] == 135 * per_plane
-    assert server.counts["RawPixelsStore.setTimepoint"] == 0
-    assert all(server.pyramid.values()) and len(server.pyramid) == 3
-    image = next(i for i in server.kind("ImageI") if unwrap(i.name) == "pos002")
-    for t, c, z, src in demo_planes(demo, "pos002"):
-        np.testing.assert_array_equal(
-            image_array(server, image.id.val)[t - 1, CHANNELS.index(c), z - 1], read_png(src))
-
-
-def test_metadata_saved_after_pixels_is_not_stale(uploaded):
-    """RawPixelsStore.save() bumps the Pixels' update event; our later save of the
+def test_metadata_saved_after_pixels_is_not_stale(uploaded, double, alice):
+    """RawPixelsStore.save() moves the Pixels' update event on; the later save of the
     Pixels (physical sizes) must use a copy loaded after it, or the server refuses it."""
-    s = uploaded
-    for px in s.kind("PixelsI"):
-        assert s.sha1[px.id.val]
+    r = uploaded
+    state = {(o["class"], o["id"]): o for o in double.state()["objects"]}
+    for image in r.kind("Image"):
+        px = r.pixels(image.id.val)
+        assert unwrap(px.sha1) not in (None, "Pending...")
         assert px.getPhysicalSizeZ().getValue() == pytest.approx(0.6)
-        assert unwrap(px.version) == 2  # created 0, RawPixelsStore.save 1, metadata 2
+        assert state[("Pixels", px.id.val)]["fields"]["sha1"] == unwrap(px.sha1)
 
 
-def test_login_timeout_is_a_timeout(server, demo, capsys):
-    server.login_timeout = True
-    assert upload(demo) == cli.EXIT_TIMEOUT
-    err = capsys.readouterr().err
-    assert "no answer from omero.test:4064" in err and "Traceback" not in err
-    assert server.open_clients == 0
-
-
-def test_group(server, demo, capsys):
-    settings = connection.ConnectionSettings("omero.test", 4064, "alice", "secret", group="lab")
-    with connection.Connection.open(settings, client_factory(server)) as conn:
-        assert conn.group_id == server.groups["lab"]
-    assert upload(demo, "--group", "lab", "--insecure") == 0
-    assert server.counts["IAdmin.lookupGroup"] == 2
-    assert server.counts["ServiceFactory.setSecurityContext"] == 2
-    assert upload(demo, "--group", "nope") == cli.EXIT_AUTH
-    assert "no OMERO group named 'nope'" in capsys.readouterr().err
+# --- tags and re-runs ------------------------------------------------------------------------
 
 
 def _tag_parser(tmp_path, tags):
@@ -442,76 +840,112 @@ def _tag_parser(tmp_path, tags):
     return plug
 
 
-def _links_per_tag(server, kind):
-    links = server.kind(f"{kind}AnnotationLinkI")
-    tag_ids = {t.id.val for t in server.kind("TagAnnotationI")}
-    pairs = [(lk.parent.id.val, lk.child.id.val) for lk in links if lk.child.id.val in tag_ids]
-    return pairs
-
-
-def test_repeated_tag_name_is_linked_once(server, demo, tmp_path):
+def test_repeated_tag_name_is_linked_once(double, alice, demo, reader, tmp_path):
     plug = _tag_parser(tmp_path, ["A", "B", "A"])
-    assert upload(demo, "-m", str(plug), "-p") == 0
-    assert sorted(unwrap(t.textValue) for t in server.kind("TagAnnotationI")) == ["A", "B"]
-    on_dataset = _links_per_tag(server, "Dataset")
+    assert upload(double, alice, demo, "-m", str(plug), "-p") == 0
+    assert sorted(unwrap(t.textValue) for t in reader.kind("TagAnnotation")) == ["A", "B"]
+    on_dataset = reader.tag_links("Dataset")
     assert len(on_dataset) == 2 == len(set(on_dataset))
-    assert len(_links_per_tag(server, "Image")) == 3 * 2
+    assert len(reader.tag_links("Image")) == 3 * 2
 
 
-def test_rerun_after_failure_between_tags_and_marker(server, demo, tmp_path):
+def test_rerun_after_failure_between_tags_and_marker(double, alice, demo, reader, tmp_path,
+                                                     monkeypatch):
     """Tags linked, then the table fails: the re-run links nothing twice
     (links are unique per parent, child and owner) and adds only what is missing."""
     plug = _tag_parser(tmp_path, ["A"])
-    server.fail = FailAt("Table.initialize", 1, omero.InternalException(None, None, "boom"), 1)
-    assert upload(demo, "-m", str(plug), "-p") == cli.EXIT_OMERO
-    assert len(_links_per_tag(server, "Dataset")) == 1 and not server.kind("ImageI")
-    server.fail = None
-    assert upload(demo, "-m", str(plug), "-p") == 0
-    (dataset,) = server.kind("DatasetI")
-    on_dataset = server.annotations_of("Dataset", dataset.id.val)
-    assert len(_links_per_tag(server, "Dataset")) == 1
+    real = annotations.attach_table
+
+    def boom(*args, **kwargs):
+        raise omero.InternalException(None, None, "boom")
+
+    monkeypatch.setattr(annotations, "attach_table", boom)
+    assert upload(double, alice, demo, "-m", str(plug), "-p") == cli.EXIT_OMERO
+    assert len(reader.tag_links("Dataset")) == 1 and not reader.kind("Image")
+    monkeypatch.setattr(annotations, "attach_table", real)
+    assert upload(double, alice, demo, "-m", str(plug), "-p") == 0
+    (dataset,) = reader.kind("Dataset")
+    on_dataset = reader.annotations("Dataset", dataset.id.val)
+    assert len(reader.tag_links("Dataset")) == 1
     assert sum(unwrap(a.ns) == CLIENT_MAP_NS for a in on_dataset) == 1
     assert sum(unwrap(a.ns) == BULK_ANNOTATIONS_NS for a in on_dataset) == 1
     assert sum(unwrap(a.ns) == SOURCE_NS for a in on_dataset) == 1
-    assert len(server.kind("ImageI")) == 3
+    assert len(reader.kind("Image")) == 3
 
 
-def test_files_upload_in_large_blocks(uploaded):
+def test_rerun_after_failure_before_the_completion_marker(double, alice, demo, reader,
+                                                          tmp_path, monkeypatch):
+    """An image whose tags are linked but whose completion mark failed is replaced by
+    the re-run: the tags are linked to the new image once, the old one is gone."""
+    from pyomero_upload.omero import images
+
+    plug = _tag_parser(tmp_path, ["A"])
+    real = images.mark_complete
+
+    def boom(*args, **kwargs):
+        raise omero.InternalException(None, None, "boom before the marker")
+
+    monkeypatch.setattr(images, "mark_complete", boom)
+    assert upload(double, alice, demo, "-m", str(plug), "-p", "--workers", "1") == \
+        cli.EXIT_OMERO
+    first = reader.kind("Image")  # the one that failed (and any that had started)
+    assert first and len(reader.tag_links("Image")) == len(first)  # tags before the marker
+    for image in first:
+        source = next(a for a in reader.annotations("Image", image.id.val)
+                      if unwrap(a.ns) == SOURCE_NS)
+        assert dict(_pairs(source))["Status"] == "incomplete"
+    monkeypatch.setattr(images, "mark_complete", real)
+    assert upload(double, alice, demo, "-m", str(plug), "-p") == 0
+    images_now = reader.kind("Image")
+    assert sorted(unwrap(i.name) for i in images_now) == ["pos001", "pos002", "pos003"]
+    assert not {i.id.val for i in first} & {i.id.val for i in images_now}  # replaced
+    assert len(reader.tag_links("Image")) == 3 == len(set(reader.tag_links("Image")))
+    for image in images_now:
+        source = next(a for a in reader.annotations("Image", image.id.val)
+                      if unwrap(a.ns) == SOURCE_NS)
+        assert dict(_pairs(source))["Status"] == "complete"
+    assert len(reader.kind("TagAnnotation")) == 1
+
+
+def test_files_upload_in_large_blocks(double, alice, demo, monkeypatch):
     # omero-py's client.upload defaults to 1 KiB: one remote call per KiB
-    assert uploaded.upload_block_sizes and min(uploaded.upload_block_sizes) >= 1 << 20
+    sizes = []
+    real = omero.api.RawFileStorePrx.write
+
+    def spy(self, buf, position, length, _ctx=None):
+        sizes.append(len(buf))
+        return real(self, buf, position, length, _ctx)
+
+    monkeypatch.setattr(omero.api.RawFileStorePrx, "write", spy)
+    assert upload(double, alice, demo) == 0
+    assert len(sizes) == 2 and max(sizes) > 1024  # one write per (small) file
 
 
-def test_stored_session_with_its_port(monkeypatch, demo, tmp_path):
+def test_stored_session_with_its_port(double, alice, demo, reader, monkeypatch, tmp_path,
+                                      calls):
     """The session `omero login` stored (under OMERO_SESSIONDIR) is joined on its port."""
     from omero.util.sessions import SessionsStore
 
-    srv = FakeServer(port=14064)
-    srv.add_session("stored-key", "alice")
-    monkeypatch.setattr(omero, "client", client_factory(srv))
+    monkeypatch.undo()  # the real stored_session, no password
     for var in ("OMERO_HOST", "OMERO_USER", "OMERO_PORT", "OMERO_PASSWORD", "OMERO_SESSION_KEY"):
         monkeypatch.delenv(var, raising=False)
+    key = _login_and_detach(double, alice)
     store = SessionsStore(str(tmp_path / "sessions"))
-    props = {"omero.port": "14064"}
-    store.add("omero.test", "alice", "stored-key", props)
-    store.set_current("omero.test", "alice", "stored-key", props)
+    props = {"omero.port": str(double.port)}
+    store.add(double.host, alice.name, key, props)
+    store.set_current(double.host, alice.name, key, props)
     monkeypatch.setenv("OMERO_SESSIONDIR", str(tmp_path / "sessions"))
+    joins = []
+    real = omero.clients.BaseClient.joinSession
+    monkeypatch.setattr(omero.clients.BaseClient, "joinSession",
+                        lambda self, k: joins.append(k) or real(self, k))
     assert main(["-q", "upload", str(demo), "--dataset", "stored"]) == 0
-    assert srv.logins == 0 and srv.counts["client.joinSession"] == 1
-    assert "stored-key" in srv.sessions and len(srv.kind("ImageI")) == 3
+    assert joins == [key]
+    (joined,) = [s for s in sessions_of(double, alice) if s["uuid"] == key]
+    assert joined["alive"] and len(reader.kind("Image")) == 3
 
 
-def test_interrupted_upload_does_not_claim_a_clean_state(server, demo, tmp_path, capsys):
-    plug = tmp_path / "plug"
-    plug.mkdir()
-    (plug / "custom_image_processor.py").write_text(
-        "from pyomero_upload.upload import ImageProcessor\n"
-        "class CustomImageProcessor(ImageProcessor):\n"
-        "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
-        "        raise KeyboardInterrupt\n")
-    assert upload(demo, "-m", str(plug), "-i") == cli.EXIT_INTERRUPTED
-    err = capsys.readouterr().err
-    assert "no partial output" not in err and "run the same command again" in err
-    assert server.open_clients == 0
+# --- sizes that need other pixel calls --------------------------------------------------------
 
 
 def _synthetic(root, size, channels=("GFP",), z_count=1):
@@ -529,81 +963,57 @@ def _synthetic(root, size, channels=("GFP",), z_count=1):
     return planes
 
 
-def _check_planes(server, planes, channels):
-    (image,) = server.kind("ImageI")
-    data = image_array(server, image.id.val)
+def _check_synthetic(r: Reader, planes, channels):
+    (image,) = r.kind("Image")
+    data = r.array(image.id.val)
     for (c, z), plane in planes.items():
         np.testing.assert_array_equal(data[0, channels.index(c), z - 1], plane)
 
 
-def test_stack_mode_1024_z5(server, tmp_path):
+def _pyramid_flags(double, user):
+    state = double.state()
+    mine = {o["id"] for o in state["objects"] if o["class"] == "Pixels" and o["owner"] == user.id}
+    return [state["pixels"][str(pid)]["pyramid"] for pid in sorted(mine)]
+
+
+def test_stack_mode_1024_z5(double, alice, reader, calls, tmp_path):
     channels = ["Brightfield", "DIC", "GFP"]
     planes = _synthetic(tmp_path / "exp", 1024, channels, 5)  # 31 MB a timepoint: stacks
-    assert upload(tmp_path / "exp", "-x", "--channel-order", ",".join(channels)) == 0
-    assert server.counts["RawPixelsStore.setStack"] == 3
-    _check_planes(server, planes, channels)
+    assert upload(double, alice, tmp_path / "exp", "-x", "--channel-order",
+                  ",".join(channels)) == 0
+    assert calls.counts["setStack"] == 3 and calls.pixel_calls() == 3
+    _check_synthetic(reader, planes, channels)
 
 
-def test_3500_uint16_is_a_pyramid_written_in_tiles(server, tmp_path):
+def test_3500_uint16_is_a_pyramid_written_in_tiles(double, alice, reader, calls, tmp_path):
     planes = _synthetic(tmp_path / "exp", 3500)  # 3500^2 > 3192^2: the server wants a pyramid
-    assert upload(tmp_path / "exp", "-x") == 0
-    assert server.counts["RawPixelsStore.setTile"] == 14 * 14  # 256 x 256 tiles
-    assert server.counts["RawPixelsStore.setPlane"] == 0 and list(server.pyramid.values()) == [True]
-    _check_planes(server, planes, ["GFP"])
+    assert upload(double, alice, tmp_path / "exp", "-x") == 0
+    assert calls.counts["requiresPixelsPyramid"] == 1 and calls.counts["getTileSize"] == 1
+    assert calls.counts["setTile"] == 14 * 14  # the server's 256 x 256 tiles
+    assert calls.counts["setPlane"] == 0 and _pyramid_flags(double, alice) == [True]
+    _check_synthetic(reader, planes, ["GFP"])
 
 
-def test_3000_uint16_plane_over_16_mib_goes_in_full_width_strips(server, tmp_path):
+def test_3000_uint16_plane_over_16_mib_goes_in_full_width_strips(double, alice, reader, calls,
+                                                                 tmp_path):
     planes = _synthetic(tmp_path / "exp", 3000)  # 18 MB: no pyramid, too big for one call
-    assert upload(tmp_path / "exp", "-x") == 0
-    assert server.counts["RawPixelsStore.setTile"] == 2  # rows 0-2795, 2796-2999 at x = 0
-    assert list(server.pyramid.values()) == [False]
-    _check_planes(server, planes, ["GFP"])
+    assert upload(double, alice, tmp_path / "exp", "-x") == 0
+    assert calls.counts["setTile"] == 2  # rows 0-2795, 2796-2999 at x = 0
+    assert calls.pixel_calls() == 2 and _pyramid_flags(double, alice) == [False]
+    _check_synthetic(reader, planes, ["GFP"])
 
 
-def _arity(fn):
-    import inspect
-
-    params = [p for p in inspect.signature(fn).parameters.values()
-              if p.name not in ("self", "ctx", "_ctx") and p.kind is p.POSITIONAL_OR_KEYWORD]
-    return len([p for p in params if p.default is p.empty]), len(params)
-
-
-def test_fake_methods_match_the_ice_stubs():
-    """Each fake method exists on omero-py's proxy with the same arguments, so a
-    call the fake accepts is a call the real stubs accept."""
-    import omero_fake as fake
-
-    api = omero.api
-    pairs = {
-        fake.FakeQuery: api.IQueryPrx, fake.FakeUpdate: api.IUpdatePrx,
-        fake.FakePixelsService: api.IPixelsPrx, fake.FakeRawPixelsStore: api.RawPixelsStorePrx,
-        fake.FakeRendering: api.IRenderingSettingsPrx, fake.FakeThumbnails: api.ThumbnailStorePrx,
-        fake.FakeTable: omero.grid.TablePrx, fake.FakeResources: omero.grid.SharedResourcesPrx,
-        fake.FakeAdmin: api.IAdminPrx, fake.FakeSession: api.ServiceFactoryPrx,
-        fake.FakeClient: omero.clients.BaseClient,
-    }
-    checked = 0
-    for cls, prx in pairs.items():
-        for name, fn in vars(cls).items():
-            if name.startswith("_") or not callable(fn) or name in (
-                    "rec", "check", "lose_connection", "close" if cls is fake.FakeSession else ""):
-                continue
-            real = getattr(prx, name, None)
-            assert real is not None, f"{prx.__name__} has no {name}"
-            (need, total), (real_need, real_total) = _arity(fn), _arity(real)
-            assert total == real_total and need >= real_need, f"{cls.__name__}.{name}"
-            checked += 1
-    assert checked >= 35
-
-
-def test_lost_connection_during_a_pyramid_stops_and_the_rerun_replaces_it(server, demo, capsys):
+def test_lost_connection_during_a_pyramid_stops_and_the_rerun_replaces_it(
+        double, alice, reader, calls, tmp_path, capsys):
     """A pyramid is written to a temporary file until the store closes
     (BfPyramidPixelBuffer): a new session cannot resume it, so the run stops."""
-    server.max_plane = (500, 500)
-    server.fail = FailAt("RawPixelsStore.setTile", 5, Ice.ConnectionLostException(), 1)
-    assert upload(demo, "-x", "--workers", "1") == cli.EXIT_OMERO
+    planes = _synthetic(tmp_path / "exp", 3500)
+    calls.drop = ("setTile", 5, 1)
+    assert upload(double, alice, tmp_path / "exp", "-x", "--workers", "1") == cli.EXIT_OMERO
     assert "while writing a pyramid image" in capsys.readouterr().err
-    server.fail = None
-    assert upload(demo, "-x") == 0
-    assert sorted(unwrap(i.name) for i in server.kind("ImageI")) == ["pos001", "pos002", "pos003"]
-    assert len(server.pyramid) == 3 and server.sessions == {}
+    calls.drop = None
+    assert upload(double, alice, tmp_path / "exp", "-x") == 0
+    assert [unwrap(i.name) for i in reader.kind("Image")] == ["pos001"]
+    assert _pyramid_flags(double, alice) == [True]
+    _check_synthetic(reader, planes, ["GFP"])
+    assert [s["alive"] for s in sessions_of(double, alice)].count(True) == 1  # the Reader's

@@ -710,3 +710,39 @@ def test_delete2_dataset_keeps_images_held_elsewhere(client):
     assert query.find("Dataset", datasets[0]) is None
     assert query.find("Image", only_here) is None  # orphaned by the delete
     assert query.find("Image", shared) is not None  # still in the other dataset
+
+
+def test_a_user_saves_a_graph_holding_loaded_system_rows(double, client):
+    """A non-admin saves Pixels fetched with its pixelsType (an enum, owned by root):
+    the unchanged enum is no update (ACLEventListener.onPreUpdate runs for dirty rows
+    only), while changing the enum is refused."""
+    admin = client.getSession().getAdminService()
+    group = ExperimenterGroupI()
+    group.setName(rstring(_name("lab")))
+    gid = admin.createGroup(group)
+    user = ExperimenterI()
+    uname = _name("carol")
+    user.setOmeName(rstring(uname))
+    user.setFirstName(rstring("C"))
+    user.setLastName(rstring("C"))
+    admin.createExperimenterWithPassword(user, rstring("pw"), ExperimenterGroupI(gid, False), [])
+    carol = omero.client(double.host, double.port)
+    carol.createSession(uname, "pw")
+    try:
+        sf = carol.getSession()
+        iid, _ = _image(sf, 8, 8)
+        px = sf.getQueryService().findByQuery(
+            "select p from Pixels p join fetch p.pixelsType where p.image.id = :iid",
+            ParametersI().addLong("iid", iid))
+        assert px.pixelsType.isLoaded() and unwrap(px.pixelsType.details.owner.id) == 0
+        px.setSha1(rstring("changed"))
+        sf.getUpdateService().saveArray([px])
+        assert unwrap(sf.getQueryService().get("Pixels", px.id.val).sha1) == "changed"
+        px = sf.getQueryService().findByQuery(
+            "select p from Pixels p join fetch p.pixelsType where p.image.id = :iid",
+            ParametersI().addLong("iid", iid))
+        px.pixelsType.setValue(rstring("float"))
+        with pytest.raises(omero.SecurityViolation):
+            sf.getUpdateService().saveArray([px])
+    finally:
+        carol.__del__()

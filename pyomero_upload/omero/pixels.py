@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import OmeroError
+from ..errors import ConnectionLostError, OmeroError
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -69,6 +69,7 @@ class PixelWriter:
         self.tile_size: tuple[int, int] | None = None
         self.store: Any = None
         self._generation = -1
+        self._attempted = False
         self._buffer: np.ndarray | None = None  # one unit of planes, big-endian
         self._fill = 0
         self._index = 0
@@ -92,18 +93,26 @@ class PixelWriter:
         store is gone, so open another first."""
         def call() -> Any:
             if self._generation != self.conn.generation:
-                # A ROMIO file keeps what was written; a pyramid is written in one go and
-                # cannot be resumed (BfPyramidPixelBuffer writes a temporary TIFF until
-                # close).
-                if self.pyramid and self.calls:
-                    raise OmeroError("lost the connection while writing a pyramid image; "
-                                     "run the same command again to replace it")
+                # Pixels are written once: a store opened on pixels whose file exists is
+                # read-only ("Pixel buffer file exists returning read-only ROMIO pixel
+                # buffer", omero-romio ome/io/nio/PixelsService.java _getPixelBuffer,
+                # and RomioPixelBuffer "Write-method not permitted"), and a pyramid is a
+                # temporary TIFF until its store closes (BfPyramidPixelBuffer).  So once
+                # a pixel write was attempted, a new session cannot finish the image:
+                # stop, and the next run replaces it (it is marked incomplete).
+                if self._attempted:
+                    s = self.conn.settings
+                    what = "a pyramid image" if self.pyramid else "the pixels of an image"
+                    raise ConnectionLostError(
+                        f"lost the connection to {s.host}:{s.port} while writing {what}; "
+                        "run the same command again to replace it")
                 self._open()
             return getattr(self.store, method)(*args)
 
         return self.conn.retry(call, f"RawPixelsStore.{method}")
 
     def _send(self, method: str, *args: Any) -> None:
+        self._attempted = True  # from here on the server may hold some of the pixels
         self._call(method, *args)
         self.calls += 1
 

@@ -104,3 +104,52 @@ def test_browser_logs_in_and_sees_the_notebooks(lab):
         assert shot.stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+@pytest.fixture(scope="module")
+def omero_double(tmp_path_factory):
+    """The OMERO double on the host's loopback; the container joins the host's network."""
+    pytest.importorskip("omero", reason="the double needs omero-py on the host")
+    from pyomero_upload.testing.omero_double import running_double
+
+    with running_double(tmp_path_factory.mktemp("double")) as d:
+        yield d
+
+
+# omero_jupyter only: the images built on it (omero_ide) add no notebook code
+@pytest.mark.parametrize("image", ["omero_jupyter"], indirect=True)
+def test_upload_notebook_uploads_to_the_omero_double(image, omero_double):
+    """The upload notebook, run headless (nbclient) inside the image, with OMERO_* set
+    as a user would: it logs in over SSL and uploads its demo experiment."""
+    d = omero_double
+    script = (
+        "import nbformat, nbclient; "
+        "nb = nbformat.read('/home/jovyan/work/omero_upload.ipynb', as_version=4); "
+        "nbclient.NotebookClient(nb, timeout=600, resources={'metadata': {'path': '/tmp'}})"
+        ".execute(); "
+        "print('\\n'.join(o.get('text', '') for c in nb.cells for o in c.get('outputs', [])))"
+    )
+    r = docker("run", "--rm", "--network", "host", "-e", f"OMERO_HOST={d.host}",
+               "-e", f"OMERO_PORT={d.port}", "-e", f"OMERO_USER={d.user}",
+               "-e", f"OMERO_PASSWORD={d.password}", "-e", "PYOMERO_DATASET=jupyter-image",
+               "-e", "PYOMERO_OUTPUT=/tmp/out", "-e", "MPLBACKEND=Agg", image,
+               "python", "-c", script, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "No OMERO server is configured" not in r.stdout
+    state = d.state()
+    objs = state["objects"]
+    (ds,) = [o for o in objs if o["class"] == "Dataset"
+             and o["fields"]["name"] == "jupyter-image"]
+    linked = {o["fields"]["child"]["id"] for o in objs
+              if o["class"] == "DatasetImageLink" and o["fields"]["parent"]["id"] == ds["id"]}
+    pixels = [state["pixels"][str(o["id"])] for o in objs if o["class"] == "Pixels"
+              and o["fields"]["image"]["id"] in linked]
+    # the notebook's own synthetic experiment: two positions, every plane written
+    import hashlib
+
+    assert len(pixels) == 2
+    for held in pixels:
+        x, y = held["size"][:2]
+        zero = hashlib.sha1(bytes(x * y * 2)).hexdigest()
+        assert all(h != zero for h in held["planes"].values())
+    assert all(not s["alive"] for s in state["sessions"] if s["user"] == d.user)

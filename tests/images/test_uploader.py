@@ -72,3 +72,57 @@ def test_cli_version_matches_the_package(image):
     out = docker("run", "--rm", "--entrypoint", "/usr/local/bin/entrypoint.sh", image,
                  "pyomero-upload", "--version").stdout
     assert out.strip() == f"pyomero-upload {__version__}"
+
+
+# --- upload to the OMERO double on the host -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def omero_double(tmp_path_factory):
+    """The OMERO double on the host's loopback; the container joins the host's network."""
+    pytest.importorskip("omero", reason="the double needs omero-py on the host")
+    from pyomero_upload.testing.omero_double import running_double
+
+    with running_double(tmp_path_factory.mktemp("double")) as d:
+        yield d
+
+
+def _plane_sha1(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha1(read_png(path).astype(">u2").tobytes()).hexdigest()
+
+
+@IMAGE
+@pytest.mark.parametrize("extra", [(), ("--insecure",)], ids=["ssl", "insecure"])
+def test_upload_to_the_omero_double(image, demo_data, omero_double, extra):
+    """`pyomero-upload upload` in the container, over SSL (or --insecure pixels on the
+    double's plain port), checked through the double's state: every plane's SHA-1."""
+    d = omero_double
+    dataset = "container-" + ("-".join(extra).strip("-") or "ssl")
+    r = docker("run", "--rm", "--network", "host", "-e", f"OMERO_PASSWORD={d.password}",
+               "-v", f"{demo_data}:/data:ro", image,
+               "upload", "/data", "--dataset", dataset, "--host", d.host,
+               "--port", str(d.port), "--user", d.user, *extra, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "uploaded 3 image(s), 135 planes" in r.stdout and "(9 pixel calls)" in r.stdout
+    state = d.state()
+    objs = state["objects"]
+    (ds,) = [o for o in objs if o["class"] == "Dataset" and o["fields"]["name"] == dataset]
+    links = {o["fields"]["child"]["id"] for o in objs
+             if o["class"] == "DatasetImageLink" and o["fields"]["parent"]["id"] == ds["id"]}
+    images = {o["id"]: o["fields"]["name"] for o in objs if o["id"] in links
+              and o["class"] == "Image"}
+    assert sorted(images.values()) == ["pos001", "pos002", "pos003"]
+    channels = ["Brightfield", "DIC", "GFP"]
+    for px in (o for o in objs if o["class"] == "Pixels"
+               and o["fields"]["image"]["id"] in images):
+        held = state["pixels"][str(px["id"])]
+        assert held["size"] == [512, 512, 5, 3, 3] and not held["pyramid"]
+        name = images[px["fields"]["image"]["id"]]
+        for f in sorted((demo_data / name).glob("*.png")):
+            _, t, c, z = f.stem.rsplit("_", 3)
+            key = f"{int(z) - 1},{channels.index(c)},{int(t) - 1}"
+            assert held["planes"][key] == _plane_sha1(f), (name, f.name)
+    # the container's session was ended on the way out
+    assert all(not s["alive"] for s in state["sessions"] if s["user"] == d.user)

@@ -622,6 +622,18 @@ def save_graph(svc: Servant, roots: list[Any]) -> list[Any]:
                 raise omero.ValidationException(message=f"no {kind} with value {value!r}")
             resolved_enums[id(obj)] = match
             continue
+        if kind in ENUMS:
+            # A loaded enum in the graph (a Pixels fetched with its pixelsType) is a
+            # reference to a global row; changing it needs admin rights (BasicACLVoter
+            # allowUpdate on IGlobal), leaving it unchanged is no update at all.
+            match = db.get(kind, unwrap(obj.id))
+            if match is None:
+                raise omero.ValidationException(
+                    message=f"No row with the given identifier exists: [{kind}#{unwrap(obj.id)}]")
+            if unwrap(obj.value) not in (None, unwrap(match.value)) and not s.is_admin():
+                raise omero.SecurityViolation(message=f"Cannot update {kind}:{unwrap(obj.id)}")
+            resolved_enums[id(obj)] = match
+            continue
         if obj.id is None:
             ids[id(obj)] = (kind, next(db.ids))
             continue
@@ -630,8 +642,13 @@ def save_graph(svc: Servant, roots: list[Any]) -> list[Any]:
             raise omero.ValidationException(
                 message=f"No row with the given identifier exists: [{kind}#{unwrap(obj.id)}]")
         # Only the owner (or an admin) may change a row (omero-server
-        # ome/security/basic/BasicACLVoter.java allowUpdate).
-        if unwrap(stored.details.owner.id) != s.user_id and not s.is_admin():
+        # ome/security/basic/BasicACLVoter.java allowUpdate).  The check runs in
+        # ACLEventListener.onPreUpdate, a Hibernate pre-update event, and Hibernate
+        # updates only dirty rows: an unchanged object in the graph (an enum or another
+        # user's row loaded with join fetch) is no update and passes.
+        dirty = {k: plain(v) for k, v in fields(obj).items()} != {
+            k: plain(v) for k, v in fields(stored).items()}
+        if dirty and unwrap(stored.details.owner.id) != s.user_id and not s.is_admin():
             raise omero.SecurityViolation(message=f"Cannot update {kind}:{unwrap(obj.id)}")
         # Optimistic lock: a client's update event must be the row's (omero-server
         # src/main/java/ome/security/basic/OmeroInterceptor.java, "update event").
