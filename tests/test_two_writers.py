@@ -13,8 +13,9 @@ from ome_types import from_xml
 
 from pyomero_upload.cli import main
 
-omero = pytest.importorskip("omero", reason="the OMERO double needs omero-py ([omero] extra)")
+pytest.importorskip("omero", reason="the OMERO double needs omero-py ([omero] extra)")
 
+import omero  # noqa: E402
 import omero.all  # noqa: E402,F401  (loads every model class, and omero.sys.ParametersI)
 from omero.rtypes import unwrap  # noqa: E402
 from omero.sys import ParametersI  # noqa: E402

@@ -153,6 +153,8 @@ def running_double(tmp_dir: str | os.PathLike, host: str = "127.0.0.1", port: in
 def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
     import selectors
 
+    if proc.stdout is None:
+        raise RuntimeError("the OMERO double was started without a stdout pipe")
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     if not sel.select(timeout_s):

@@ -224,8 +224,11 @@ class Runner:
         for left, op, right in q.where:
             rows = [r for r in rows if self.test(r, left, op, right, text, params)]
         for path, desc in reversed(q.order):
-            rows.sort(key=lambda r, p=path: (self.value(r, p, text) is None,
-                                             self.value(r, p, text)), reverse=desc)
+            def sort_key(r: dict, p: str = path) -> tuple[bool, Any]:
+                value = self.value(r, p, text)
+                return value is None, value
+
+            rows.sort(key=sort_key, reverse=desc)
         return rows
 
     def test(self, row, left, op, right, text, params) -> bool:
@@ -297,10 +300,10 @@ class Runner:
         out, seen = [], set()
         for r in rows:
             obj = r[q.select[0]]
-            key = (kind_of(obj), unwrap(obj.id)) if obj is not None else None
-            if key in seen:  # one instance per row, as Hibernate returns them
+            ident = (kind_of(obj), unwrap(obj.id)) if obj is not None else None
+            if ident in seen:  # one instance per row, as Hibernate returns them
                 continue
-            seen.add(key)
+            seen.add(ident)
             out.append(None if obj is None else self.materialize(obj, q.select[0], q))
         return out
 

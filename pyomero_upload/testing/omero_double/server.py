@@ -301,7 +301,7 @@ class ServiceFactory:
         if not self.session.alive:
             raise Ice.ObjectNotExistException()
 
-    def _service(self, name: str, cls: type, prx: type, stateful: bool = False):
+    def _service(self, name: str, cls: type, prx: Any, stateful: bool = False):
         if not stateful and name in self.services:
             return self.services[name]
         ident = Ice.Identity(f"{name}-{uuid.uuid4()}", self.session.uuid)
@@ -1308,7 +1308,9 @@ def _empty(c: Any) -> Any:
 # blitz-delete-rules.xml): containers their orphaned contents, images their pixels,
 # channels and plane infos, every object its links; annotations left unlinked, but file
 # and tag annotations only when the annotated object's owner owns them too.
-CONTENTS = {"Project": [("datasetLinks", "child")], "Dataset": [("imageLinks", "child")],
+#: What a delete of each kind takes with it: (collection, the end to follow or None).
+CONTENTS: dict[str, list[tuple[str, str | None]]] = {
+            "Project": [("datasetLinks", "child")], "Dataset": [("imageLinks", "child")],
             "Image": [("pixels", None)], "Pixels": [("channels", None), ("planeInfo", None)]}
 
 
