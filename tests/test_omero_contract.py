@@ -37,8 +37,9 @@ import omero.grid  # noqa: E402
 from omero.rtypes import rstring, unwrap  # noqa: E402
 from omero.sys import ParametersI  # noqa: E402
 
-from helpers import demo_planes, read_png  # noqa: E402
+from helpers import HAVE_REAL_DEMO, demo_planes, read_png  # noqa: E402
 from pyomero_upload import cli  # noqa: E402
+from pyomero_upload import demo_data as dd  # noqa: E402
 from pyomero_upload.cli import main  # noqa: E402
 from pyomero_upload.model import (  # noqa: E402
     ATTACHMENT_NS,
@@ -329,9 +330,9 @@ def test_structure(uploaded, double, alice, calls):
     r = uploaded
     (project,) = r.kind("Project")
     (dataset,) = r.kind("Dataset")
-    assert unwrap(project.name) == "Morphology detection"
+    assert unwrap(project.name) == LAB["project"]
     assert unwrap(dataset.name) == "run1"
-    assert unwrap(dataset.description).startswith("Aim: Compare morphology")
+    assert unwrap(dataset.description).startswith(LAB["aim"])
     links = r.all("select l from ProjectDatasetLink l where l.parent.id = :pid",
                   pid=project.id.val)
     assert [lk.child.id.val for lk in links] == [dataset.id.val]
@@ -404,6 +405,19 @@ def test_channel_min_max_from_the_real_pixels(double, alice, demo, reader, monke
     assert len(sent) == 9
 
 
+#: What the demo's lab files say: the real demo's where it is present, else the
+#: values the synthetic twin (pyomero_upload.demo_data) writes.
+LAB = {
+    "project": "Morphology detection", "aim": "Aim: Compare morphology",
+    "config": r"C:\Users\Public\Microscope control\Micromanager config files"
+              r"\Batgirl5_9_18noemissionfilter.txt",
+    "tags": ["28-Sep-2018", "Batgirl"],
+} if HAVE_REAL_DEMO else {
+    "project": dd.PROJECT, "aim": f"Aim: {dd.AIM}", "config": dd.CONFIG_FILE,
+    "tags": list(dd.TAGS),
+}
+
+
 def _pairs(ann):
     return [(nv.name, nv.value) for nv in ann.getMapValue()]
 
@@ -414,15 +428,14 @@ def test_annotations(uploaded):
     on_dataset = r.annotations("Dataset", dataset.id.val)
     maps = {unwrap(a.ns): a for a in on_dataset if isinstance(a, omero.model.MapAnnotationI)}
     kv = _pairs(maps[CLIENT_MAP_NS])
-    assert ("Project", "Morphology detection") in kv
-    assert ("Micromanager config file", r"C:\Users\Public\Microscope control\Micromanager "
-            r"config files\Batgirl5_9_18noemissionfilter.txt") in kv
+    assert ("Project", LAB["project"]) in kv
+    assert ("Micromanager config file", LAB["config"]) in kv  # a Windows path, colon and all
     prov = dict(_pairs(maps[PROVENANCE_NS]))
     assert prov["Uploaded With"].startswith("pyomero-upload ")
     assert "PyOmeroUpload" in prov["Citation"]
     tags = sorted(unwrap(a.textValue) for a in on_dataset
                   if isinstance(a, omero.model.TagAnnotationI))
-    assert tags == ["28-Sep-2018", "Batgirl"]
+    assert tags == sorted(LAB["tags"])
     files = [a for a in on_dataset if isinstance(a, omero.model.FileAnnotationI)]
     tables = [f for f in files if unwrap(f.ns) == BULK_ANNOTATIONS_NS]
     assert sorted(unwrap(t.description) for t in tables) == sorted(
