@@ -146,8 +146,8 @@ class CountingStore:
             with calls.lock:
                 calls.counts[name] += 1
                 n = calls.counts[name]
-                if name.startswith("set") and args and isinstance(args[0], bytes):
-                    calls.pixel_bytes += len(args[0])
+                if name in ("setPlane", "setStack", "setTimepoint", "setTile"):
+                    calls.pixel_bytes += memoryview(args[0]).nbytes
             drop = calls.drop
             if drop and drop[0] == name and drop[1] <= n < drop[1] + drop[2]:
                 # Forcefully close the TCP connection the session lives on: the double

@@ -151,7 +151,7 @@ class PixelWriter:
             self._send_unit("setTimepoint", t)
 
     def _send_unit(self, method: str, *where: int) -> None:
-        data = self._buffer.tobytes() if self._buffer is not None else b""
+        data = _wire(self._buffer) if self._buffer is not None else b""
         self._fill = 0
         self._send(method, data, *where)
 
@@ -161,7 +161,7 @@ class PixelWriter:
         rows = max(1, MAX_CALL_BYTES // (width * plane.itemsize))
         for y in range(0, height, rows):
             strip = plane[y : y + rows]  # whole rows: contiguous already
-            self._send("setTile", strip.tobytes(), z, c, t, 0, y, width, strip.shape[0])
+            self._send("setTile", _wire(strip), z, c, t, 0, y, width, strip.shape[0])
 
     def _send_tiles(self, plane: np.ndarray, z: int, c: int, t: int) -> None:
         self._fill = 0
@@ -171,7 +171,7 @@ class PixelWriter:
             for x in range(0, width, tw):
                 tile = np.ascontiguousarray(plane[y : y + th, x : x + tw])
                 h, w = tile.shape
-                self._send("setTile", tile.tobytes(), z, c, t, x, y, w, h)
+                self._send("setTile", _wire(tile), z, c, t, x, y, w, h)
 
     def finish(self) -> None:
         """Check that every plane came, then save and close the store.
@@ -191,6 +191,14 @@ class PixelWriter:
         """Close the store (best effort: the call may already be failing)."""
         with contextlib.suppress(Exception):
             self.store.close()
+
+
+def _wire(block: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array without a copy: IcePy marshals a
+    ``sequence<byte>`` from any buffer, and the call is synchronous, so the array
+    is not reused before the bytes are on their way (``tobytes()`` would copy
+    every pixel once more)."""
+    return memoryview(np.ascontiguousarray(block)).cast("B")
 
 
 def read_plane(conn: Connection, pixels_id: int, z: int, c: int, t: int, dtype: Any,
