@@ -129,9 +129,6 @@ def test_upload_then_query_notebooks_against_the_double(online, offline, demo):
     assert not any(s["alive"] for s in state["sessions"] if s["user"] == online.user)
     assert dataset["annotations"]
 
-    # the query notebook saves its figures into PYOMERO_OUTPUT but does not create it
-    # (offline, the upload notebook's export did); open: notebooks/omero_query.ipynb
-    (offline / "out").mkdir(exist_ok=True)
     text = execute("omero_query.ipynb", offline)
     assert "No OMERO server is configured" not in text and "Traceback" not in text
     assert "pos001" in text
