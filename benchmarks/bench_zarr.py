@@ -30,117 +30,46 @@ FAIL.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import resource
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-DEFAULT_DEMO = Path(os.environ.get("PYOMERO_DEMO_DATA") or REPO.parent / "shared" / "data" / "demo")
-DEFAULT_WORKDIR = REPO / "build" / "bench"
-PLANE_RE = re.compile(r"^(?P<prefix>.+)_(?P<T>\d+)_(?P<C>[^_]+)_(?P<Z>\d+)\.png$")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_export import (  # noqa: E402  (the experiment and the decode limit, shared)
+    DEFAULT_DEMO,
+    DEFAULT_WORKDIR,
+    REPO,
+    TARGET_RSS_MB,
+    TARGET_VS_DECODE,
+    build_experiment,
+    decode_all,
+    plane_files,
+    verdict,
+    warm_cache,
+)
 
-TARGET_VS_DECODE = 0.85
-TARGET_RSS_MB = 300
 #: Where each measured child's output goes (read back on failure).
 LOG = DEFAULT_WORKDIR / ".last-zarr-run.log"
 
 
-# --- the experiment (as bench_export.py builds it, so the two share it) -------------
 
 
-def build_experiment(demo: Path, root: Path, positions: int, timepoints: int) -> int:
-    """Copy demo planes into ``positions`` x ``timepoints`` x 3 C x 5 Z under ``root``.
-
-    Reused when ``root`` is complete (its ``.json`` marker is written last).
-    """
-    marker = root.with_name(root.name + ".json")
-    want = {"positions": positions, "timepoints": timepoints, "demo": str(demo.resolve())}
-    if marker.is_file() and root.is_dir():
-        done = json.loads(marker.read_text())
-        if {k: done.get(k) for k in want} == want:
-            return done["planes"]
-    marker.unlink(missing_ok=True)
-    shutil.rmtree(root, ignore_errors=True)
-    part = root.with_name(root.name + ".part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    sources = sorted(p for p in demo.iterdir() if p.is_dir() and p.name.startswith("pos"))
-    by_pos = []
-    for src in sources:
-        planes: dict[int, list] = {}
-        for f in src.iterdir():
-            m = PLANE_RE.match(f.name)
-            if m:
-                planes.setdefault(int(m["T"]), []).append((m["C"], int(m["Z"]), f))
-        by_pos.append(planes)
-    n = 0
-    for i in range(positions):
-        folder = part / f"pos{i + 1:03d}"
-        folder.mkdir()
-        planes = by_pos[i % len(by_pos)]
-        src_ts = sorted(planes)
-        for t in range(1, timepoints + 1):
-            for c, z, f in planes[src_ts[(t - 1) % len(src_ts)]]:
-                shutil.copyfile(f, folder / f"microscope1_{t:06d}_{c}_{z:03d}.png")
-                n += 1
-    for f in demo.glob("*.txt"):  # the Acq and log files: a real export carries metadata
-        shutil.copyfile(f, part / f.name)
-    os.replace(part, root)
-    marker.write_text(json.dumps({**want, "planes": n}))
-    return n
 
 
-def plane_files(root: Path) -> list[Path]:
-    return sorted(f for d in sorted(root.glob("pos*")) for f in d.iterdir()
-                  if PLANE_RE.match(f.name))
 
-
-def warm_cache(paths: list[Path]) -> int:
-    """Read every file once so that every measurement starts from a warm page cache."""
-    return sum(len(p.read_bytes()) for p in paths)
 
 
 # --- measurements -----------------------------------------------------------------------
 
 
-def _decode_file(path: str) -> int:
-    from imagecodecs import png_decode
-
-    with open(path, "rb") as f:
-        return png_decode(f.read()).nbytes
 
 
-def _cpu() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def decode_all(paths: list[Path], workers: int, kind: str) -> tuple[float, float]:
-    """Wall and CPU seconds to read and ``png_decode`` every file with ``workers``
-    processes or threads."""
-    names = [str(p) for p in paths]
-    cpu = _cpu()
-    start = time.perf_counter()
-    if kind == "processes":
-        with ProcessPoolExecutor(workers) as ex:
-            nbytes = sum(ex.map(_decode_file, names, chunksize=16))
-    else:
-        with ThreadPoolExecutor(workers) as ex:
-            nbytes = sum(ex.map(_decode_file, names))
-    seconds = time.perf_counter() - start
-    if nbytes <= 0:
-        raise SystemExit("decoded nothing")
-    return seconds, _cpu() - cpu
 
 
 @dataclass
@@ -192,8 +121,6 @@ def run_export(data: Path, out: Path, *extra: str, fmt: str = "ome-zarr") -> Run
     return run
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ import pytest
 import tifffile
 from ome_types import from_xml
 
-from helpers import demo_planes, read_png
+from helpers import demo_planes, random_experiment, read_png
 from pyomero_upload.layout import discover
 from pyomero_upload.metadata import load_metadata
 from pyomero_upload.ometiff import downsample, export_ome_tiff, pyramid_shapes
@@ -184,30 +184,11 @@ def test_twenty_five_positions(bf, build_layout, tmp_path):
         check_file(files[i], source_stack(exp, exp.positions[i]), (5, 3, 3), tmp_path)
 
 
-def _synthetic(root: Path, dtype: np.dtype, shape=(48, 64), sizes=(3, 2, 2)) -> Path:
-    """Two positions of random ``dtype`` TIFF planes, non-square so X/Y swaps show."""
-    rng = np.random.default_rng(7)
-    size_z, size_c, size_t = sizes
-    for p in (1, 2):
-        (root / f"pos{p:03d}").mkdir(parents=True)
-        for t in range(1, size_t + 1):
-            for c in ["GFP", "mCherry"][:size_c]:
-                for z in range(1, size_z + 1):
-                    if dtype.kind == "f":
-                        plane = rng.normal(100, 30, shape).astype(dtype)
-                        plane[0, 0] = -1.5e-3  # negative and tiny values survive
-                    else:
-                        info = np.iinfo(dtype)
-                        plane = rng.integers(info.min, info.max, shape, dtype=dtype,
-                                             endpoint=True)
-                    name = f"exp_{t:06d}_{c}_{z:03d}.tif"
-                    tifffile.imwrite(root / f"pos{p:03d}" / name, plane)
-    return root
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8])
 def test_pixel_types(bf, tmp_path, dtype):
-    exp = discover(_synthetic(tmp_path / "exp", np.dtype(dtype)))
+    exp = discover(random_experiment(tmp_path / "exp", np.dtype(dtype)))
     files = export(exp, tmp_path / "out")
     for f, pos in zip(files, exp.positions, strict=True):
         check_file(f, source_stack(exp, pos), (3, 2, 2), tmp_path)
@@ -216,7 +197,7 @@ def test_pixel_types(bf, tmp_path, dtype):
 @pytest.mark.parametrize("compression", ["zlib", "zstd"])
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
 def test_compressions(bf, tmp_path, compression, dtype):
-    exp = discover(_synthetic(tmp_path / "exp", np.dtype(dtype)))
+    exp = discover(random_experiment(tmp_path / "exp", np.dtype(dtype)))
     files = export(exp, tmp_path / "out", compression=compression)
     with tifffile.TiffFile(files[0]) as tif:
         assert tif.pages[0].compression.name == {"zlib": "ADOBE_DEFLATE", "zstd": "ZSTD"}[
@@ -226,7 +207,7 @@ def test_compressions(bf, tmp_path, compression, dtype):
 
 
 def test_pyramid_sub_resolutions_visible(bf, tmp_path):
-    exp = discover(_synthetic(tmp_path / "exp", np.dtype(np.uint16), shape=(600, 1100)))
+    exp = discover(random_experiment(tmp_path / "exp", np.dtype(np.uint16), shape=(600, 1100)))
     files = export(exp, tmp_path / "out", pyramid=True)
     expected = source_stack(exp, exp.positions[0])
     shapes = pyramid_shapes((600, 1100), True)
@@ -240,7 +221,7 @@ def test_pyramid_sub_resolutions_visible(bf, tmp_path):
 
 
 def test_bigtiff(bf, tmp_path):
-    exp = discover(_synthetic(tmp_path / "exp", np.dtype(np.uint16)))
+    exp = discover(random_experiment(tmp_path / "exp", np.dtype(np.uint16)))
     files = export(exp, tmp_path / "out", bigtiff=True)
     with tifffile.TiffFile(files[0]) as tif:
         assert tif.is_bigtiff

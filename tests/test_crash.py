@@ -7,41 +7,22 @@ exports out of one dataset folder.
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 
 import pytest
 
+from helpers import export_killed_at
 from pyomero_upload.cli import main
 from pyomero_upload.errors import InputError
 from pyomero_upload.layout import discover
 from pyomero_upload.ometiff import LOCK_NAME, FolderLock, export_ome_tiff
-
-KILLER = """
-import os, signal, sys
-from pyomero_upload.layout import discover
-from pyomero_upload.metadata import load_metadata
-from pyomero_upload.ometiff import export_ome_tiff
-
-seen = 0
-def on_plane(nbytes):
-    global seen
-    seen += 1
-    if seen == int(sys.argv[3]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-meta = load_metadata(sys.argv[1])  # as the command line does
-exp = discover(sys.argv[1], channel_order=meta.channel_order())
-export_ome_tiff(exp, sys.argv[2], "ds", metadata=meta, workers=2, on_plane=on_plane)
-"""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_rerun_after_sigkill_leaves_exactly_the_finished_files(demo, tmp_path, capsys):
     out = tmp_path / "out"
     # Killed in the middle of the second position's file (45 planes each).
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(demo), str(out), "60"])
-    assert proc.returncode == -signal.SIGKILL
+    assert export_killed_at(demo, out, 60) == -signal.SIGKILL
     ds = out / "ds"
     names = {p.name for p in ds.iterdir()}
     assert "pos001.ome.tiff" in names and "pos002.ome.tiff" not in names

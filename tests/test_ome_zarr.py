@@ -11,9 +11,7 @@ experiment says, and against the OME-TIFF export of the same data.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +26,7 @@ if sys.version_info < (3, 11):  # zarr 3 and the NGFF validators need 3.11+
 import zarr  # noqa: E402
 from ome_types import from_xml
 
-from helpers import read_png
+from helpers import export_killed_at, random_experiment, read_png
 from pyomero_upload.cli import main
 from pyomero_upload.errors import InputError
 from pyomero_upload.layout import NamingRule, discover
@@ -123,25 +121,6 @@ def check_store(store: Path, expected: np.ndarray, version: str) -> None:
     np.testing.assert_array_equal(data, expected)
 
 
-def synthetic(root: Path, dtype: np.dtype, shape=(48, 64), sizes=(3, 2, 2)) -> Path:
-    """Two positions of random ``dtype`` TIFF planes, non-square so X/Y swaps show."""
-    rng = np.random.default_rng(11)
-    size_z, size_c, size_t = sizes
-    for p in (1, 2):
-        (root / f"pos{p:03d}").mkdir(parents=True)
-        for t in range(1, size_t + 1):
-            for c in ["GFP", "mCherry"][:size_c]:
-                for z in range(1, size_z + 1):
-                    if dtype.kind == "f":
-                        plane = rng.normal(100, 30, shape).astype(dtype)
-                        plane[0, 0] = -1.5e-3
-                    else:
-                        info = np.iinfo(dtype)
-                        plane = rng.integers(info.min, info.max, shape, dtype=dtype,
-                                             endpoint=True)
-                    tifffile.imwrite(root / f"pos{p:03d}" / f"exp_{t:06d}_{c}_{z:03d}.tif",
-                                     plane)
-    return root
 
 
 # --- the demo, both versions, every reader ------------------------------------------------
@@ -307,7 +286,7 @@ def test_layout_variants(build_layout, tmp_path, version):
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8])
 def test_pixel_types(tmp_path, dtype, version):
-    data = synthetic(tmp_path / "exp", np.dtype(dtype))
+    data = random_experiment(tmp_path / "exp", np.dtype(dtype))
     exp = discover(data)
     stores = export(data, tmp_path / "out", "--ngff-version", version)
     for store, pos in zip(stores, exp.positions, strict=True):
@@ -325,7 +304,7 @@ def test_pixel_types(tmp_path, dtype, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_pyramid(tmp_path, version):
-    data = synthetic(tmp_path / "exp", np.dtype(np.uint16), shape=(600, 1100))
+    data = random_experiment(tmp_path / "exp", np.dtype(np.uint16), shape=(600, 1100))
     exp = discover(data)
     stores = export(data, tmp_path / "out", "--ngff-version", version, "--pyramid")
     shapes = pyramid_shapes((600, 1100), True)
@@ -354,7 +333,7 @@ def test_large_planes_are_tiled_with_an_automatic_pyramid(tmp_path, version):
     """Planes beyond 4096 pixels: 2048-pixel chunks (the edge ones padded) and
     sub-resolutions without being asked, as the OME-TIFF writer does."""
     shape = (40, 4100)
-    data = synthetic(tmp_path / "exp", np.dtype(np.uint8), shape=shape, sizes=(2, 1, 2))
+    data = random_experiment(tmp_path / "exp", np.dtype(np.uint8), shape=shape, sizes=(2, 1, 2))
     exp = discover(data)
     levels = levels_for(shape, None)
     assert levels[0].chunk == (40, TILE) and levels[0].grid == (1, 3)
@@ -372,7 +351,7 @@ def test_large_planes_are_tiled_with_an_automatic_pyramid(tmp_path, version):
 
 @pytest.mark.parametrize("compression", ["lz4", "zlib", "none"])
 def test_other_compressions(tmp_path, compression):
-    data = synthetic(tmp_path / "exp", np.dtype(np.uint16))
+    data = random_experiment(tmp_path / "exp", np.dtype(np.uint16))
     exp = discover(data)
     store = export(data, tmp_path / "out", "--compression", compression)[0]
     check_store(store, source_stack(exp, exp.positions[0]), "0.5")
@@ -464,34 +443,13 @@ def test_ctrl_c_mid_write_leaves_nothing_finished_looking(demo, tmp_path):
         np.testing.assert_array_equal(read_zarr(store), source_stack(exp, pos))
 
 
-KILLER = """
-import os, signal, sys
-from pyomero_upload.layout import NamingRule, discover
-from pyomero_upload.metadata import load_metadata
-from pyomero_upload.ome_zarr import export_ome_zarr
-
-seen = 0
-def on_plane(nbytes):
-    global seen
-    seen += 1
-    if seen == int(sys.argv[3]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-meta = load_metadata(sys.argv[1])
-exp = discover(sys.argv[1], channel_order=meta.channel_order())
-export_ome_zarr(exp, sys.argv[2], "ds", metadata=meta, workers=2, on_plane=on_plane,
-                ngff_version=sys.argv[4])
-"""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_rerun_after_sigkill_completes_the_export(demo, tmp_path, capsys, version):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(demo), str(out), "60", version],
-                          env=env)
-    assert proc.returncode == -signal.SIGKILL
+    assert export_killed_at(demo, out, 60, version) == -signal.SIGKILL
     ds = out / "ds"
     names = {p.name for p in ds.iterdir()}
     assert "pos001.ome.zarr" in names and "pos002.ome.zarr" not in names
