@@ -198,7 +198,7 @@ def _wire(block: np.ndarray) -> memoryview:
     ``sequence<byte>`` from any buffer, and the call is synchronous, so the array
     is not reused before the bytes are on their way (``tobytes()`` would copy
     every pixel once more)."""
-    return memoryview(np.ascontiguousarray(block)).cast("B")
+    return np.ascontiguousarray(block).data.cast("B")
 
 
 def read_plane(conn: Connection, pixels_id: int, z: int, c: int, t: int, dtype: Any,
