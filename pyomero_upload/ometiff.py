@@ -205,11 +205,19 @@ class FolderLock:
         raise InputError(self.path.parent, "cannot lock the folder (it keeps changing)")
 
     def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(FileNotFoundError):
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            self.path.unlink()  # before the lock goes: a waiting run then sees a new file
+        except FileNotFoundError:
+            pass
+        except PermissionError:  # Windows: an open file cannot be removed
+            os.close(fd)
+            with contextlib.suppress(OSError):
                 self.path.unlink()
-            os.close(self._fd)  # closing releases the lock
-            self._fd = None
+            return
+        os.close(fd)  # closing releases the lock
 
 
 def _lock_fd(fd: int) -> None:
