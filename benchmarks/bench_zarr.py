@@ -56,13 +56,6 @@ from bench_export import (  # noqa: E402  (the experiment and the decode limit, 
 LOG = DEFAULT_WORKDIR / ".last-zarr-run.log"
 
 
-
-
-
-
-
-
-
 # --- measurements -----------------------------------------------------------------------
 
 
@@ -119,8 +112,6 @@ def run_export(data: Path, out: Path, *extra: str, fmt: str = "ome-zarr") -> Run
     run.nbytes = sum(f.stat().st_size for f in files)
     shutil.rmtree(out, ignore_errors=True)
     return run
-
-
 
 
 def main() -> int:
