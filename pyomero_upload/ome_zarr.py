@@ -40,14 +40,13 @@ import os
 import shutil
 import struct
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import TOOL_NAME, __version__
-from .describe import describe, fingerprint_settings, provenance_pairs, source_fingerprint
+from .describe import describe, fingerprint_settings, provenance_pairs
 from .errors import InputError
 from .layout import Experiment, Position
 from .model import ExperimentMetadata, ImageSpec
@@ -55,13 +54,11 @@ from .ome_xml import image_xml
 from .ometiff import (
     PYRAMID_THRESHOLD,
     ExportResult,
-    FolderLock,
     current_umask,
     downsample,
-    prepare_out_dir,
+    outputs_to_write,
     pyramid_shapes,
-    remove_empty,
-    remove_stale_temporaries,
+    run_export,
     write_metadata_folder,
 )
 from .parallel import default_workers, ordered_map, prefetch_window
@@ -591,27 +588,12 @@ def export_ome_zarr(
     """
     fmt = StoreFormat(ngff_version, compression)
     _require_zarr()
-    if any(p.shape is None for p in exp.positions):
-        raise ValueError("experiment was discovered with probe=False; shapes are unknown")
-    start = time.perf_counter()
-    workers = workers or default_workers()
-    dataset = dataset or exp.root.resolve().name
-    out_dir, created = prepare_out_dir(exp, Path(out), dataset)
-    result = ExportResult(out_dir)
     settings = fingerprint_settings(metadata, "ome-zarr", ngff_version, compression, pyramid,
                                     provenance)
-    try:
-        with FolderLock(out_dir):
-            remove_stale_temporaries(out_dir)
-            _export_locked(exp, result, settings, fmt, metadata=metadata, provenance=provenance,
-                           workers=workers, pyramid=pyramid, overwrite=overwrite,
-                           on_plane=on_plane)
-    except BaseException:
-        if not result.files and not result.skipped:
-            remove_empty(created)
-        raise
-    result.seconds = time.perf_counter() - start
-    return result
+    return run_export(exp, out, dataset, lambda result: _export_locked(
+        exp, result, settings, fmt, metadata=metadata, provenance=provenance,
+        workers=workers or default_workers(), pyramid=pyramid, overwrite=overwrite,
+        on_plane=on_plane))
 
 
 def _require_zarr() -> None:
@@ -647,22 +629,10 @@ def _export_locked(
     on_plane: Callable[[int], None] | None,
 ) -> None:
     """The body of :func:`export_ome_zarr`, run with the dataset folder locked."""
-    out_dir = result.out_dir
-    todo: list[_Job] = []
-    for pos in exp.positions:
-        target = out_dir / f"{pos.name}{ZARR_SUFFIX}"
-        fingerprint = source_fingerprint(exp, pos, settings)
-        if target.exists() or target.is_symlink():
-            if read_fingerprint(target) == fingerprint:
-                result.skipped.append(target)
-                continue
-            if not overwrite:
-                raise InputError(
-                    target,
-                    "exists and was written from other source planes or settings; "
-                    "use --overwrite to replace it",
-                )
-        todo.append(_Job(pos, target, fingerprint))
+    # A store is a folder: a link in its place (even a dangling one) counts as there.
+    todo = [_Job(pos, target, fingerprint) for pos, target, fingerprint in outputs_to_write(
+        exp, result, settings, ZARR_SUFFIX, read_fingerprint, overwrite,
+        present=lambda t: t.exists() or t.is_symlink())]
 
     encoders = {}
     for job in todo:
@@ -691,7 +661,7 @@ def _export_locked(
             result.planes += spec.n_planes
             result.nbytes += exp.position_nbytes(job.position)
         if metadata is not None and (metadata.tables or metadata.attachments):
-            result.metadata_dir = write_metadata_folder(metadata, out_dir)
+            result.metadata_dir = write_metadata_folder(metadata, result.out_dir)
     finally:
         stream.close()
 

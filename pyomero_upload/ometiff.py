@@ -394,6 +394,66 @@ def write_metadata_folder(metadata: ExperimentMetadata, out_dir: Path) -> Path:
     return final
 
 
+def run_export(
+    exp: Experiment,
+    out: str | os.PathLike[str],
+    dataset: str | None,
+    body: Callable[[ExportResult], None],
+) -> ExportResult:
+    """What every export does around its writer: make ``out/<dataset>``, lock it,
+    remove an earlier killed run's temporaries, run ``body``, and on failure
+    remove the folders this run created if nothing was written or kept."""
+    if any(p.shape is None for p in exp.positions):
+        raise ValueError("experiment was discovered without probing; shapes are unknown")
+    start = time.perf_counter()
+    dataset = dataset or exp.root.resolve().name
+    out_dir, created = prepare_out_dir(exp, Path(out), dataset)
+    result = ExportResult(out_dir)
+    try:
+        with FolderLock(out_dir):
+            remove_stale_temporaries(out_dir)
+            body(result)
+    except BaseException:
+        if not result.files and not result.skipped:
+            remove_empty(created)
+        raise
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def outputs_to_write(
+    exp: Experiment,
+    result: ExportResult,
+    settings: str,
+    suffix: str,
+    fingerprint_of: Callable[[Path], str | None],
+    overwrite: bool,
+    present: Callable[[Path], bool] = Path.exists,
+) -> list[tuple[Position, Path, str]]:
+    """(position, target, fingerprint) of each output to write.
+
+    An existing output with the same fingerprint is up to date (recorded as
+    skipped); one made from other data is replaced only with ``overwrite``,
+    else an error before anything is written.
+    """
+    todo = []
+    for pos in exp.positions:
+        target = result.out_dir / f"{pos.name}{suffix}"
+        fingerprint = source_fingerprint(exp, pos, settings)
+        if present(target):
+            if fingerprint_of(target) == fingerprint:
+                result.skipped.append(target)
+                continue
+            if not overwrite:
+                raise InputError(
+                    target,
+                    "exists and was written from other source planes or settings; "
+                    "use --overwrite to replace it",
+                )
+        todo.append((pos, target, fingerprint))
+    return todo
+
+
 def export_ome_tiff(
     exp: Experiment,
     out: str | os.PathLike[str],
@@ -418,29 +478,14 @@ def export_ome_tiff(
     """
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
-    if any(p.shape is None for p in exp.positions):
-        raise ValueError("experiment was discovered with probe=False; shapes are unknown")
-    start = time.perf_counter()
-    workers = workers or default_workers()
-    dataset = dataset or exp.root.resolve().name
-    out_dir, created = prepare_out_dir(exp, Path(out), dataset)
-    result = ExportResult(out_dir)
     # What else decides the file's content, besides the source planes (a
     # forced BigTIFF only: automatic choices follow from the planes).
     options = (compression, pyramid, provenance) + (() if bigtiff is None else (bigtiff,))
     settings = fingerprint_settings(metadata, *options)
-    try:
-        with FolderLock(out_dir):
-            remove_stale_temporaries(out_dir)
-            _export_locked(exp, result, settings, metadata=metadata, provenance=provenance,
-                           workers=workers, compression=compression, pyramid=pyramid,
-                           bigtiff=bigtiff, overwrite=overwrite, on_plane=on_plane)
-    except BaseException:
-        if not result.files and not result.skipped:
-            remove_empty(created)
-        raise
-    result.seconds = time.perf_counter() - start
-    return result
+    return run_export(exp, out, dataset, lambda result: _export_locked(
+        exp, result, settings, metadata=metadata, provenance=provenance,
+        workers=workers or default_workers(), compression=compression, pyramid=pyramid,
+        bigtiff=bigtiff, overwrite=overwrite, on_plane=on_plane))
 
 
 def _export_locked(
@@ -458,23 +503,7 @@ def _export_locked(
     on_plane: Callable[[int], None] | None,
 ) -> None:
     """The body of :func:`export_ome_tiff`, run with the dataset folder locked."""
-    out_dir = result.out_dir
-    todo: list[tuple[Position, Path, str]] = []
-    for pos in exp.positions:
-        target = out_dir / f"{pos.name}{OME_SUFFIX}"
-        fingerprint = source_fingerprint(exp, pos, settings)
-        if target.exists():
-            if read_fingerprint(target) == fingerprint:
-                result.skipped.append(target)
-                continue
-            if not overwrite:
-                raise InputError(
-                    target,
-                    "exists and was written from other source planes or settings; "
-                    "use --overwrite to replace it",
-                )
-        todo.append((pos, target, fingerprint))
-
+    todo = outputs_to_write(exp, result, settings, OME_SUFFIX, read_fingerprint, overwrite)
     jobs = ((pos, path) for pos, _, _ in todo for path in exp.plane_paths(pos))
     plane_bytes = max(
         (exp.position_nbytes(p) // exp.planes_per_position for p, _, _ in todo), default=1
@@ -493,6 +522,6 @@ def _export_locked(
             result.planes += spec.n_planes
             result.nbytes += exp.position_nbytes(pos)
         if metadata is not None and (metadata.tables or metadata.attachments):
-            result.metadata_dir = write_metadata_folder(metadata, out_dir)
+            result.metadata_dir = write_metadata_folder(metadata, result.out_dir)
     finally:
         stream.close()
