@@ -9,6 +9,7 @@ keeps memory flat however large the experiment is.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,3 +61,30 @@ def ordered_map(
         for fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InOrder:
+    """Let parallel jobs 0, 1, 2, ... each pass one step in job order.
+
+    ``wait(i)`` returns once every job before ``i`` has called ``done``;
+    ``done(i)`` may be called more than once, and must be called (in a
+    ``finally``) by every job that was started, or later jobs wait forever.
+    Jobs started in index order (a ``ThreadPoolExecutor`` does) never wait
+    for a job that was cancelled.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._done: set[int] = set()
+        self._next = 0
+
+    def wait(self, i: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._next >= i)
+
+    def done(self, i: int) -> None:
+        with self._cond:
+            self._done.add(i)
+            while self._next in self._done:
+                self._next += 1
+            self._cond.notify_all()

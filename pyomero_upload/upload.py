@@ -29,7 +29,7 @@ from .model import CLIENT_MAP_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
 from .omero import annotations as anns
 from .omero import containers, images, queries
 from .omero.connection import Connection
-from .parallel import default_workers, ordered_map, prefetch_window
+from .parallel import InOrder, default_workers, ordered_map, prefetch_window
 from .planes import read_plane
 from .plugins.base import ImageProcessor
 
@@ -122,22 +122,33 @@ class DefaultImageProcessor(ImageProcessor):
         parallel = max(1, min(workers, len(jobs)))
         decoders = max(1, workers // parallel)
 
-        def run(pos: Position, single: tuple[Path, str] | None, fp: str) -> None:
+        # Images are created in position order (ids follow the positions, as a
+        # serial upload would give them); the pixels then go in parallel.
+        turns = InOrder()
+
+        def run(i: int, pos: Position, single: tuple[Path, str] | None, fp: str) -> None:
             provenance = [*prov, ("Source checksum", fp)] if prov else []
+            try:
+                if single is None:
+                    spec = describe(exp, pos, metadata, provenance=provenance, fingerprint=fp)
+                else:
+                    path, channel = single
+                    plane = read_plane(path)
+                    spec = describe_file(path, channel, plane.shape, plane.dtype.name, metadata,
+                                         provenance=provenance, settings=settings)
+                turns.wait(i)
+                new = images.create_image(conn, dataset.id, spec)
+            finally:
+                turns.done(i)
             if single is None:
-                spec = describe(exp, pos, metadata, provenance=provenance, fingerprint=fp)
                 window = prefetch_window(decoders, exp.position_nbytes(pos) // spec.n_planes)
                 stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
                 try:
-                    written = images.write(conn, dataset.id, spec, stream, tags, on_plane)
+                    written = images.write(conn, dataset.id, spec, stream, tags, on_plane, new)
                 finally:
                     stream.close()
             else:
-                path, channel = single
-                plane = read_plane(path)
-                spec = describe_file(path, channel, plane.shape, plane.dtype.name, metadata,
-                                     provenance=provenance, settings=settings)
-                written = images.write(conn, dataset.id, spec, [plane], tags, on_plane)
+                written = images.write(conn, dataset.id, spec, [plane], tags, on_plane, new)
             with lock:
                 result.image_ids[spec.name] = written.image_id
                 result.planes += spec.n_planes
@@ -145,7 +156,7 @@ class DefaultImageProcessor(ImageProcessor):
                 result.pixel_calls += written.pixel_calls
 
         with ThreadPoolExecutor(parallel, thread_name_prefix="upload") as pool:
-            futures = [pool.submit(run, *job) for job in jobs]
+            futures = [pool.submit(run, i, *job) for i, job in enumerate(jobs)]
             try:
                 for fut in futures:
                     fut.result()

@@ -134,13 +134,16 @@ def write(
     planes: Iterable[np.ndarray],
     tags: Sequence[AnnotationRef] = (),
     on_plane: Callable[[int], None] | None = None,
+    new: NewImage | None = None,
 ) -> WrittenImage:
     """Write the image ``spec`` describes into a dataset: pixels, metadata, annotations.
 
     ``planes`` come in XYZCT order; ``tags`` are the experiment's tags, made
-    once per dataset.  The image is marked complete only as the very last step.
+    once per dataset; ``new`` is the image if :func:`create_image` already
+    made it.  The image is marked complete only as the very last step.
     """
-    new = create_image(conn, dataset_id, spec)
+    if new is None:
+        new = create_image(conn, dataset_id, spec)
     _x, _y, size_z, size_c, size_t = spec.size
     writer = PixelWriter(conn, new.pixels_id, size_z, size_c, size_t)
     try:

@@ -1,0 +1,66 @@
+"""The parallel helpers: ordered, bounded decoding and one step in job order."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pyomero_upload.parallel import InOrder, ordered_map
+
+
+def test_ordered_map_keeps_order_and_window():
+    in_flight, peak, lock = 0, 0, threading.Lock()
+
+    def slow_square(x: int) -> int:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(random.uniform(0, 0.004))
+        with lock:
+            in_flight -= 1
+        return x * x
+
+    assert list(ordered_map(slow_square, range(60), workers=4, window=5)) == [
+        x * x for x in range(60)]
+    assert 1 <= peak <= 5
+
+
+def test_ordered_map_raises_at_the_failing_item():
+    def fail_at_3(x: int) -> int:
+        if x == 3:
+            raise ValueError("plane 3 is broken")
+        return x
+
+    got = []
+    with pytest.raises(ValueError, match="plane 3"):
+        for v in ordered_map(fail_at_3, range(10), workers=2, window=3):
+            got.append(v)
+    assert got == [0, 1, 2]
+
+
+def test_in_order_passes_the_step_in_job_order_whatever_the_timing():
+    turns, order = InOrder(), []
+    rng = random.Random(7)
+    delays = [rng.uniform(0, 0.01) for _ in range(12)]
+
+    def job(i: int) -> None:
+        try:
+            time.sleep(delays[i])  # preparation takes a different time per job
+            if i == 5:
+                raise RuntimeError("job 5 fails before its step")
+            turns.wait(i)
+            order.append(i)
+        finally:
+            turns.done(i)
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(job, i) for i in range(12)]
+    errors = [i for i, f in enumerate(futures) if f.exception()]
+    assert errors == [5]
+    # a failed job does not hold the others up, and the rest keep their order
+    assert order == [i for i in range(12) if i != 5]
