@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -30,6 +31,7 @@ from .layout import Experiment, Position
 from .model import ExperimentMetadata, ImageSpec
 from .ome_xml import fingerprint_in_xml, image_xml
 from .parallel import default_workers, ordered_map, prefetch_window
+from .writeback import StreamedFile
 
 COMPRESSIONS = ("none", "zlib", "zstd")
 #: Planes larger than this on either side get pyramid sub-resolutions.
@@ -268,6 +270,31 @@ def _decode(job: tuple[Position, Path | None]) -> np.ndarray:
     return position.read_plane(path)
 
 
+def _write_tiff(fh: BinaryIO, data: Iterator[np.ndarray], levels: list[tuple[int, int]],
+                level_maps: list[np.memmap], spec: ImageSpec, bigtiff: bool,
+                options: dict) -> None:
+    """The TIFF itself: the full-resolution pages with the OME-XML, then the
+    sub-resolutions as SubIFDs."""
+    n = spec.n_planes
+    y, x = spec.plane_shape
+    with tifffile.TiffWriter(fh, bigtiff=bigtiff, byteorder="<", ome=False) as tw:
+        tw.write(
+            _tiles(data) if levels else data,
+            shape=(n, y, x),
+            description=image_xml(spec),
+            software=f"{TOOL_NAME} {__version__}",
+            subifds=len(levels) or None,
+            **options,
+        )
+        for level in level_maps:
+            tw.write(
+                _tiles(iter(level)),
+                shape=level.shape,
+                subfiletype=1,
+                **options,
+            )
+
+
 def write_image(
     spec: ImageSpec,
     planes: Iterator[np.ndarray],
@@ -326,6 +353,7 @@ def write_image(
                     level[i] = small[: level.shape[1], : level.shape[2]]
                 count += 1
                 yield plane
+                behind.advance(fh.tell())  # the plane is written
                 if on_plane:
                     on_plane(plane.nbytes)
             if count != n:
@@ -334,22 +362,11 @@ def write_image(
         data = full_resolution()
         if bigtiff is None:
             bigtiff = n * y * x * dtype.itemsize * 4 // 3 > 2**31
-        with tifffile.TiffWriter(tmp, bigtiff=bigtiff, byteorder="<", ome=False) as tw:
-            tw.write(
-                _tiles(data) if levels else data,
-                shape=(n, y, x),
-                description=image_xml(spec),
-                software=f"{TOOL_NAME} {__version__}",
-                subifds=len(levels) or None,
-                **options,
-            )
-            for level in level_maps:
-                tw.write(
-                    _tiles(iter(level)),
-                    shape=level.shape,
-                    subfiletype=1,
-                    **options,
-                )
+        with open(tmp, "r+b") as fh:
+            behind = StreamedFile(fh.fileno())
+            _write_tiff(fh, data, levels, level_maps, spec, bigtiff, options)
+            fh.flush()
+            behind.finish()
         os.replace(tmp, target)
     finally:
         level_maps.clear()  # unmap before unlinking (required on Windows)
