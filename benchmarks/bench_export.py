@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,18 +131,20 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def decode_all(paths: list[Path], workers: int, kind: str) -> tuple[float, float]:
-    """Wall and CPU seconds to read and ``png_decode`` every file with ``workers``
-    processes or threads."""
+def decode_all(paths: list[Path], workers: int, kind: str,
+               fn: Callable[[str], int] | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds to read and ``png_decode`` every file (or to run
+    ``fn`` on every file name) with ``workers`` processes or threads."""
+    fn = fn or _decode_file
     names = [str(p) for p in paths]
     cpu = _cpu()
     start = time.perf_counter()
     if kind == "processes":
         with ProcessPoolExecutor(workers) as ex:
-            nbytes = sum(ex.map(_decode_file, names, chunksize=16))
+            nbytes = sum(ex.map(fn, names, chunksize=16))
     else:
         with ThreadPoolExecutor(workers) as ex:
-            nbytes = sum(ex.map(_decode_file, names))
+            nbytes = sum(ex.map(fn, names))
     seconds = time.perf_counter() - start
     if nbytes <= 0:
         raise SystemExit("decoded nothing")

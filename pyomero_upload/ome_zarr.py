@@ -62,6 +62,7 @@ from .ometiff import (
     write_metadata_folder,
 )
 from .parallel import default_workers, ordered_map, prefetch_window
+from .writeback import StreamedFiles
 
 if TYPE_CHECKING:
     import numpy as np
@@ -250,12 +251,14 @@ class _ShardFile:
         self.index[where] = (self.offset, len(data))
         self.offset += len(data)
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Write the index, close; the file's size."""
         import google_crc32c
 
         index = self.index.tobytes()
         self.file.write(index + struct.pack("<I", google_crc32c.value(index)))
         self.file.close()
+        return self.offset + len(index) + 4
 
 
 class _TimepointWriter:
@@ -263,8 +266,9 @@ class _TimepointWriter:
     one file per chunk (v2)."""
 
     def __init__(self, root: Path, levels: Sequence[Level], fmt: StoreFormat,
-                 t: int, size_c: int, size_z: int):
+                 t: int, size_c: int, size_z: int, behind: StreamedFiles):
         self.root = root
+        self.behind = behind
         self.levels = levels
         self.fmt = fmt
         self.t = t
@@ -291,10 +295,11 @@ class _TimepointWriter:
                         self._folders.add(folder)
                     with open(folder / str(ix), "wb") as f:
                         f.write(data)
+                    self.behind.add(folder / str(ix), len(data))
 
     def close(self) -> None:
         for shard in self.shards:
-            shard.close()
+            self.behind.add(shard.path, shard.close())
 
     def abort(self) -> None:
         for shard in self.shards:
@@ -493,13 +498,14 @@ def write_store(
     """
     _x, _y, size_z, size_c, size_t = spec.size
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    behind = StreamedFiles()  # chunk files leave the page cache as they are written
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; outputs are ordinary folders
         group = _create_arrays(tmp, spec, levels, fmt)
         windows = [(math.inf, -math.inf)] * size_c
         count = 0
         for t in range(size_t):
-            writer = _TimepointWriter(tmp, levels, fmt, t, size_c, size_z)
+            writer = _TimepointWriter(tmp, levels, fmt, t, size_c, size_z, behind)
             try:
                 for c in range(size_c):
                     for z in range(size_z):
@@ -520,7 +526,9 @@ def write_store(
         group.attrs.put(group_attributes(spec, levels, windows, fmt.ngff_version))
         (tmp / OME_XML_PATH).write_bytes(store_xml(spec))
         _replace_folder(tmp, target)
+        behind.finish()
     finally:
+        behind.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
