@@ -54,12 +54,12 @@ from .ome_xml import image_xml
 from .ometiff import (
     PYRAMID_THRESHOLD,
     ExportResult,
+    MetadataFolder,
     current_umask,
     downsample,
     outputs_to_write,
     pyramid_shapes,
     run_export,
-    write_metadata_folder,
 )
 from .parallel import default_workers, ordered_map, prefetch_window
 from .writeback import StreamedFiles
@@ -659,6 +659,7 @@ def _export_locked(
     )
     stream = ordered_map(encode, items, workers, prefetch_window(workers, plane_bytes))
     prov = provenance_pairs(exp) if provenance else None
+    folder = MetadataFolder.start(metadata, result.out_dir)
     try:
         for job in todo:
             spec = describe(exp, job.position, metadata, provenance=prov,
@@ -668,10 +669,12 @@ def _export_locked(
             result.files.append(job.target)
             result.planes += spec.n_planes
             result.nbytes += exp.position_nbytes(job.position)
-        if metadata is not None and (metadata.tables or metadata.attachments):
-            result.metadata_dir = write_metadata_folder(metadata, result.out_dir)
+        if folder is not None:
+            result.metadata_dir = folder.commit()
     finally:
         stream.close()
+        if folder is not None:
+            folder.discard()
 
 
 def count_files(store: Path) -> int:

@@ -381,34 +381,64 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "table"
 
 
-def write_metadata_folder(metadata: ExperimentMetadata, out_dir: Path) -> Path:
+class MetadataFolder:
     """``out_dir/metadata/``: each table as HDF5 (PyTables) and CSV, the raw files copied.
 
-    Built in a hidden temporary folder and renamed into place, replacing an
-    older one, so it is never seen half-written.
+    Built in a hidden temporary folder by a thread of its own, so that
+    pandas and PyTables load while the pixels are being written, and put in
+    place (replacing an older one) by :meth:`commit` only when the export
+    has succeeded; :meth:`discard` removes it otherwise.  It is never seen
+    half-written.
     """
-    import shutil
 
-    final = out_dir / "metadata"
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".metadata."))
-    try:
-        tmp.chmod(0o777 & ~current_umask())
+    def __init__(self, metadata: ExperimentMetadata, out_dir: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out_dir = out_dir
+        self.tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".metadata."))
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="metadata")
+        self._built = self._pool.submit(self._build, metadata)
+
+    def _build(self, metadata: ExperimentMetadata) -> None:
+        import shutil
+
+        self.tmp.chmod(0o777 & ~current_umask())
         for name, df in metadata.tables.items():
             stem = _safe_name(name)
-            df.to_csv(tmp / f"{stem}.csv", index=False)
-            df.to_hdf(tmp / f"{stem}.h5", key="table", format="table", mode="w", index=False)
+            df.to_csv(self.tmp / f"{stem}.csv", index=False)
+            df.to_hdf(self.tmp / f"{stem}.h5", key="table", format="table", mode="w",
+                      index=False)
         for src in metadata.attachments:
-            shutil.copyfile(src, tmp / src.name)  # contents only: no read-only bits
+            shutil.copyfile(src, self.tmp / src.name)  # contents only: no read-only bits
+
+    def commit(self) -> Path:
+        """Wait for the folder (its error, if any, is raised here) and rename it into place."""
+        import shutil
+
+        self._built.result()
+        final = self.out_dir / "metadata"
         if final.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir, prefix=".metadata-old."))
+            old = Path(tempfile.mkdtemp(dir=self.out_dir, prefix=".metadata-old."))
             os.replace(final, old / "metadata")
-            os.replace(tmp, final)
+            os.replace(self.tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+            os.replace(self.tmp, final)
+        return final
+
+    def discard(self) -> None:
+        """Wait for the thread; remove the folder unless committed."""
+        import shutil
+
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @classmethod
+    def start(cls, metadata: ExperimentMetadata | None, out_dir: Path) -> MetadataFolder | None:
+        """Start one where there is something to put in it."""
+        if metadata is None or not (metadata.tables or metadata.attachments):
+            return None
+        return cls(metadata, out_dir)
 
 
 def run_export(
@@ -527,6 +557,7 @@ def _export_locked(
     )
     stream = ordered_map(_decode, jobs, workers, prefetch_window(workers, plane_bytes))
     prov = provenance_pairs(exp) if provenance else None
+    folder = MetadataFolder.start(metadata, result.out_dir)
     try:
         for pos, target, fingerprint in todo:
             spec = describe(exp, pos, metadata, provenance=prov, fingerprint=fingerprint)
@@ -538,7 +569,9 @@ def _export_locked(
             result.files.append(target)
             result.planes += spec.n_planes
             result.nbytes += exp.position_nbytes(pos)
-        if metadata is not None and (metadata.tables or metadata.attachments):
-            result.metadata_dir = write_metadata_folder(metadata, result.out_dir)
+        if folder is not None:
+            result.metadata_dir = folder.commit()
     finally:
         stream.close()
+        if folder is not None:
+            folder.discard()

@@ -14,6 +14,7 @@ from ome_types import from_xml
 from helpers import demo_planes, leftovers, ome_files, read_png
 from pyomero_upload.errors import InputError
 from pyomero_upload.layout import discover
+from pyomero_upload.metadata import load_metadata
 from pyomero_upload.ometiff import downsample, export_ome_tiff, pyramid_shapes
 
 
@@ -182,11 +183,14 @@ def test_failure_midway_leaves_only_complete_files(build_layout, tmp_path):
     bad.unlink()
     bad.write_bytes(data[: len(data) // 2])
     out = tmp_path / "o"
+    meta = load_metadata(root)
+    assert meta.tables  # a metadata folder is being built beside the pixels
     with pytest.raises(InputError) as err:
-        export_ome_tiff(discover(root), out, "d")
+        export_ome_tiff(discover(root), out, "d", metadata=meta)
     assert bad.name in str(err.value) and "truncated" in str(err.value)
     assert [f.name for f in ome_files(out)] == ["pos001.ome.tiff"]
     assert leftovers(out) == []
+    assert not (out / "d" / "metadata").exists()  # put in place only on success
     tifffile.imread(out / "d" / "pos001.ome.tiff")  # the complete one is whole
 
 
@@ -201,7 +205,8 @@ def test_interrupt_leaves_no_partial_file(build_layout, tmp_path):
 
     out = tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):
-        export_ome_tiff(discover(root), out, "d", on_plane=interrupt)
+        export_ome_tiff(discover(root), out, "d", on_plane=interrupt,
+                        metadata=load_metadata(root))
     assert ome_files(out) == [] and leftovers(out) == []
     assert not out.exists()  # the folders this run made are gone too
 
