@@ -12,6 +12,7 @@ header).  Sizes are counts of distinct values, never the largest index, so
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -328,6 +329,10 @@ def _unify_channel_case(positions: list[tuple[str, Path, dict[PlaneKey, Path]]])
         positions[i] = (name, path, renamed)
 
 
+#: Plane headers read per task when probing.
+PROBE_BATCH = 64
+
+
 def probe_positions(exp: Experiment, workers: int | None = None) -> None:
     """Read every plane's header; set each position's shape and pixel type.
 
@@ -340,8 +345,11 @@ def probe_positions(exp: Experiment, workers: int | None = None) -> None:
 
     from .planes import probe_plane
 
+    # In batches: a header takes microseconds, a future per file would cost more.
+    batches = [jobs[i : i + PROBE_BATCH] for i in range(0, len(jobs), PROBE_BATCH)]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        infos: Iterable[PlaneInfo] = pool.map(lambda job: probe_plane(job[2]), jobs)
+        infos: Iterable[PlaneInfo] = itertools.chain.from_iterable(
+            pool.map(lambda batch: [probe_plane(job[2]) for job in batch], batches))
         first: dict[str, tuple[Path, PlaneInfo]] = {}
         for (pos, _key, f), info in zip(jobs, infos, strict=True):
             if pos.name not in first:

@@ -131,6 +131,16 @@ class Tables(MutableMapping[str, "pd.DataFrame"]):
     def __repr__(self) -> str:
         return f"Tables({list(self._items)})"
 
+    def layout(self, name: str) -> tuple[list[str], list[str], int]:
+        """Column names, dtype names and row count of a table, without making a
+        DataFrame of a parser's :class:`Table` (so without importing pandas)."""
+        value = self._items[name]
+        if isinstance(value, Table):
+            names = list(value.columns)
+            rows = len(value.columns[names[0]]) if names else 0
+            return names, [value.dtypes[n] for n in names], rows
+        return [str(c) for c in value.columns], [str(t) for t in value.dtypes], int(len(value))
+
 
 @dataclass
 class ExperimentMetadata:
@@ -161,12 +171,9 @@ class ExperimentMetadata:
             "kvps": [[k, v] for k, v in self.kvps],
             "project": self.project,
             "tables": {
-                name: {
-                    "columns": [str(c) for c in df.columns],
-                    "dtypes": [str(t) for t in df.dtypes],
-                    "rows": int(len(df)),
-                }
-                for name, df in self.tables.items()
+                name: dict(zip(("columns", "dtypes", "rows"), self.tables.layout(name),
+                               strict=True))
+                for name in self.tables
             },
             "acquisition": {
                 "channels": [

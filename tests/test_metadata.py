@@ -685,3 +685,33 @@ def test_plane_times_from_png_time_chunks_without_a_log_synthetic(
     for p in planes:
         expected = dd.plane_offset_s(p.the_t, 1, p.the_c) - dd.plane_offset_s(0, 0, 0)
         assert p.delta_t == expected, (p.the_t, p.the_c, p.the_z)
+
+
+def test_table_layout_needs_no_pandas_and_matches_the_dataframes(demo):
+    """The settings fingerprint sums up each table (columns, dtypes, rows): that
+    must not import pandas (it is on every export's path before any decoding),
+    and must read the same as from the DataFrames, or fingerprints would move."""
+    import subprocess
+    import sys
+
+    from pyomero_upload.describe import fingerprint_settings
+
+    script = (
+        "import sys\n"
+        "from pyomero_upload.describe import fingerprint_settings\n"
+        "from pyomero_upload.metadata import load_metadata\n"
+        f"print(fingerprint_settings(load_metadata({str(demo)!r}), 'none'))\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[-1] == "False"
+    meta = load_metadata(demo)
+    assert meta.tables
+    frames = {name: meta.tables[name] for name in meta.tables}  # now DataFrames
+    assert all(isinstance(df, pd.DataFrame) for df in frames.values())
+    assert fingerprint_settings(meta, "none") == out[0]
+    summary = meta.to_dict()["tables"]
+    for name, df in frames.items():
+        assert summary[name] == {"columns": list(df.columns),
+                                 "dtypes": [str(t) for t in df.dtypes], "rows": len(df)}
