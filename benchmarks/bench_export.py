@@ -105,6 +105,32 @@ def build_experiment(demo: Path, root: Path, positions: int, timepoints: int) ->
     return n
 
 
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every export benchmark takes (the experiment, runs, workers)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO)
+    parser.add_argument("--positions", type=int, default=25)
+    parser.add_argument("--timepoints", type=int, default=20)
+    parser.add_argument("--small-timepoints", type=int, default=6,
+                        help="timepoints of the smaller experiment (RSS is flat)")
+    parser.add_argument("--runs", type=int, default=2, help="best of this many runs (>= 2)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="decode-limit workers (the export uses its own default: all cores)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    return parser
+
+
+def experiments(args: argparse.Namespace) -> tuple[tuple[Path, int], tuple[Path, int]]:
+    """The big and the small experiment under ``args.workdir`` (built or reused):
+    each folder and its plane count."""
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    built = []
+    for timepoints in (args.timepoints, args.small_timepoints):
+        root = args.workdir / f"exp-{args.positions}x{timepoints}"
+        built.append((root, build_experiment(args.demo, root, args.positions, timepoints)))
+    return built[0], built[1]
+
+
 def plane_files(root: Path) -> list[Path]:
     return sorted(f for d in sorted(root.glob("pos*")) for f in d.iterdir()
                   if PLANE_RE.match(f.name))
@@ -325,16 +351,7 @@ def default_cli() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO)
-    parser.add_argument("--positions", type=int, default=25)
-    parser.add_argument("--timepoints", type=int, default=20)
-    parser.add_argument("--small-timepoints", type=int, default=6,
-                        help="timepoints of the smaller experiment (RSS is flat)")
-    parser.add_argument("--runs", type=int, default=2, help="best of this many runs (>= 2)")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                        help="decode-limit workers (the export uses its own default: all cores)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser = bench_parser(__doc__)
     parser.add_argument("--cli", default=default_cli(), help="the pyomero-upload executable")
     parser.add_argument("--bf-positions", type=int, default=2,
                         help="positions converted by Bio-Formats (0: skip the peer)")
@@ -350,15 +367,11 @@ def main() -> int:
         return 1
     runs = max(2, args.runs)
     work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
     global LOG
     LOG = work / ".last-run.log"
 
     t0 = time.perf_counter()
-    big = work / f"exp-{args.positions}x{args.timepoints}"
-    small = work / f"exp-{args.positions}x{args.small_timepoints}"
-    n_big = build_experiment(args.demo, big, args.positions, args.timepoints)
-    n_small = build_experiment(args.demo, small, args.positions, args.small_timepoints)
+    (big, n_big), (small, n_small) = experiments(args)
     tiny = work / "exp-1x1"  # one position, one timepoint: the command's fixed cost
     n_tiny = build_experiment(args.demo, tiny, 1, 1)
     big_files, small_files = plane_files(big), plane_files(small)

@@ -29,7 +29,7 @@ FAIL.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -37,16 +37,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_export import (  # noqa: E402  (the experiment and the decode limit, shared)
-    DEFAULT_DEMO,
     DEFAULT_WORKDIR,
     REPO,
     TARGET_RSS_MB,
     TARGET_VS_DECODE,
-    build_experiment,
+    bench_parser,
     decode_all,
+    experiments,
     plane_files,
     verdict,
     warm_cache,
@@ -59,22 +60,28 @@ LOG = DEFAULT_WORKDIR / ".last-zarr-run.log"
 # --- measurements -----------------------------------------------------------------------
 
 
-def _decode_compress_file(path: str) -> int:
-    """Read, ``png_decode`` and Blosc-compress one plane with the codec the export
-    uses by default (plain imagecodecs and numcodecs calls, one core each)."""
+@functools.cache
+def _export_codec() -> Any:
+    """Blosc at the export's default settings (plain numcodecs, one thread)."""
     import numcodecs.blosc
-    from imagecodecs import png_decode
     from numcodecs import Blosc
 
     from pyomero_upload.ome_zarr import StoreFormat
 
     numcodecs.blosc.use_threads = False
+    ours = StoreFormat().blosc(2)  # only its settings are used; the planes are uint16
+    return Blosc(cname=ours.cname, clevel=ours.clevel, shuffle=ours.shuffle,
+                 blocksize=ours.blocksize)
+
+
+def _decode_compress_file(path: str) -> int:
+    """Read, ``png_decode`` and Blosc-compress one plane with the codec the export
+    uses by default (plain imagecodecs and numcodecs calls, one core each)."""
+    from imagecodecs import png_decode
+
     with open(path, "rb") as f:
         plane = png_decode(f.read())
-    ours = StoreFormat().blosc(plane.dtype.itemsize)  # only its settings are used
-    codec = Blosc(cname=ours.cname, clevel=ours.clevel, shuffle=ours.shuffle,
-                  blocksize=ours.blocksize)
-    return len(codec.encode(plane))
+    return len(_export_codec().encode(plane))
 
 
 @dataclass
@@ -127,16 +134,7 @@ def run_export(data: Path, out: Path, *extra: str, fmt: str = "ome-zarr") -> Run
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO)
-    parser.add_argument("--positions", type=int, default=25)
-    parser.add_argument("--timepoints", type=int, default=20)
-    parser.add_argument("--small-timepoints", type=int, default=6,
-                        help="timepoints of the smaller experiment (RSS is flat)")
-    parser.add_argument("--runs", type=int, default=2, help="best of this many runs (>= 2)")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                        help="decode-limit workers (the export uses its own default: all cores)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser = bench_parser(__doc__)
     parser.add_argument("--no-references", action="store_true",
                         help="skip the Blosc/lz4 and OME-TIFF reference exports")
     args = parser.parse_args()
@@ -145,15 +143,11 @@ def main() -> int:
         return 1
     runs = max(2, args.runs)
     work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
     global LOG
     LOG = work / ".last-zarr-run.log"
 
     t0 = time.perf_counter()
-    big = work / f"exp-{args.positions}x{args.timepoints}"
-    small = work / f"exp-{args.positions}x{args.small_timepoints}"
-    n_big = build_experiment(args.demo, big, args.positions, args.timepoints)
-    n_small = build_experiment(args.demo, small, args.positions, args.small_timepoints)
+    (big, n_big), (small, n_small) = experiments(args)
     big_files = plane_files(big)
     nbytes_big = n_big * 512 * 512 * 2
     read = warm_cache(big_files) + warm_cache(plane_files(small))
