@@ -772,15 +772,22 @@ def test_python_api(double, alice, demo, reader):
     check_planes(reader, reader.image("pos001"), demo)
 
 
-def test_custom_image_processor(double, alice, demo, reader, tmp_path):
+def image_processor_plugin(tmp_path, *body: str):
+    """A plug-in folder whose ``CustomImageProcessor.process`` runs the lines ``body``."""
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "custom_image_processor.py").write_text(
         "from pyomero_upload.upload import ImageProcessor\n"
         "class CustomImageProcessor(ImageProcessor):\n"
         "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
-        f"        with open({str(tmp_path / 'called')!r}, 'w') as f:\n"
-        "            f.write(f'{dataset.name}:{dataset.id}')\n")
+        + "".join(f"        {line}\n" for line in body))
+    return plug
+
+
+def test_custom_image_processor(double, alice, demo, reader, tmp_path):
+    plug = image_processor_plugin(
+        tmp_path, f"with open({str(tmp_path / 'called')!r}, 'w') as f:",
+        "    f.write(f'{dataset.name}:{dataset.id}')")
     assert upload(double, alice, demo, "-m", str(plug), "-i") == 0
     (dataset,) = reader.kind("Dataset")
     assert reader.kind("Image") == []  # only what the plug-in did
@@ -790,13 +797,7 @@ def test_custom_image_processor(double, alice, demo, reader, tmp_path):
 
 def test_custom_image_processor_bug_is_not_an_omero_error(double, alice, demo, tmp_path,
                                                           capsys):
-    plug = tmp_path / "plug"
-    plug.mkdir()
-    (plug / "custom_image_processor.py").write_text(
-        "from pyomero_upload.upload import ImageProcessor\n"
-        "class CustomImageProcessor(ImageProcessor):\n"
-        "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
-        "        return 1 / 0\n")
+    plug = image_processor_plugin(tmp_path, "return 1 / 0")
     assert upload(double, alice, demo, "-m", str(plug), "-i") == cli.EXIT_INPUT
     err = capsys.readouterr().err
     assert "image processor CustomImageProcessor" in err and "ZeroDivisionError" in err
@@ -804,13 +805,7 @@ def test_custom_image_processor_bug_is_not_an_omero_error(double, alice, demo, t
 
 
 def test_interrupted_upload_does_not_claim_a_clean_state(double, alice, demo, tmp_path, capsys):
-    plug = tmp_path / "plug"
-    plug.mkdir()
-    (plug / "custom_image_processor.py").write_text(
-        "from pyomero_upload.upload import ImageProcessor\n"
-        "class CustomImageProcessor(ImageProcessor):\n"
-        "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
-        "        raise KeyboardInterrupt\n")
+    plug = image_processor_plugin(tmp_path, "raise KeyboardInterrupt")
     assert upload(double, alice, demo, "-m", str(plug), "-i") == cli.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert "no partial output" not in err and "run the same command again" in err
