@@ -54,7 +54,6 @@ from .ome_xml import image_xml
 from .ometiff import (
     PYRAMID_THRESHOLD,
     ExportResult,
-    MetadataFolder,
     current_umask,
     downsample,
     outputs_to_write,
@@ -601,7 +600,7 @@ def export_ome_zarr(
     return run_export(exp, out, dataset, lambda result: _export_locked(
         exp, result, settings, fmt, metadata=metadata, provenance=provenance,
         workers=workers or default_workers(), pyramid=pyramid, overwrite=overwrite,
-        on_plane=on_plane))
+        on_plane=on_plane), metadata)
 
 
 def _require_zarr() -> None:
@@ -659,7 +658,6 @@ def _export_locked(
     )
     stream = ordered_map(encode, items, workers, prefetch_window(workers, plane_bytes))
     prov = provenance_pairs(exp) if provenance else None
-    folder = MetadataFolder.start(metadata, result.out_dir)
     try:
         for job in todo:
             spec = describe(exp, job.position, metadata, provenance=prov,
@@ -669,12 +667,8 @@ def _export_locked(
             result.files.append(job.target)
             result.planes += spec.n_planes
             result.nbytes += exp.position_nbytes(job.position)
-        if folder is not None:
-            result.metadata_dir = folder.commit()
     finally:
         stream.close()
-        if folder is not None:
-            folder.discard()
 
 
 def count_files(store: Path) -> int:

@@ -446,10 +446,12 @@ def run_export(
     out: str | os.PathLike[str],
     dataset: str | None,
     body: Callable[[ExportResult], None],
+    metadata: ExperimentMetadata | None = None,
 ) -> ExportResult:
     """What every export does around its writer: make ``out/<dataset>``, lock it,
-    remove an earlier killed run's temporaries, run ``body``, and on failure
-    remove the folders this run created if nothing was written or kept."""
+    remove an earlier killed run's temporaries, build the ``metadata/`` folder
+    beside ``body`` (put in place only if it succeeds), and on failure remove
+    the folders this run created if nothing was written or kept."""
     if any(p.shape is None for p in exp.positions):
         raise ValueError("experiment was discovered without probing; shapes are unknown")
     start = time.perf_counter()
@@ -459,7 +461,14 @@ def run_export(
     try:
         with FolderLock(out_dir):
             remove_stale_temporaries(out_dir)
-            body(result)
+            folder = MetadataFolder.start(metadata, out_dir)
+            try:
+                body(result)
+                if folder is not None:
+                    result.metadata_dir = folder.commit()
+            finally:
+                if folder is not None:
+                    folder.discard()
     except BaseException:
         if not result.files and not result.skipped:
             remove_empty(created)
@@ -532,7 +541,7 @@ def export_ome_tiff(
     return run_export(exp, out, dataset, lambda result: _export_locked(
         exp, result, settings, metadata=metadata, provenance=provenance,
         workers=workers or default_workers(), compression=compression, pyramid=pyramid,
-        bigtiff=bigtiff, overwrite=overwrite, on_plane=on_plane))
+        bigtiff=bigtiff, overwrite=overwrite, on_plane=on_plane), metadata)
 
 
 def _export_locked(
@@ -557,7 +566,6 @@ def _export_locked(
     )
     stream = ordered_map(_decode, jobs, workers, prefetch_window(workers, plane_bytes))
     prov = provenance_pairs(exp) if provenance else None
-    folder = MetadataFolder.start(metadata, result.out_dir)
     try:
         for pos, target, fingerprint in todo:
             spec = describe(exp, pos, metadata, provenance=prov, fingerprint=fingerprint)
@@ -569,9 +577,5 @@ def _export_locked(
             result.files.append(target)
             result.planes += spec.n_planes
             result.nbytes += exp.position_nbytes(pos)
-        if folder is not None:
-            result.metadata_dir = folder.commit()
     finally:
         stream.close()
-        if folder is not None:
-            folder.discard()
