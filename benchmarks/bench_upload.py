@@ -6,8 +6,8 @@ x 5 Z, 512 x 512 uint16 PNG built from the demo planes, cached under
 server, SSL on 127.0.0.1) three ways, each as its own process whose own
 rusage (wait4) gives its CPU time:
 
-* decode-only: read and decode every plane as the upload does
-  (``ordered_map(read_plane)`` on all cores), send nothing: the floor;
+* decode-only: read and ``imagecodecs.png_decode`` every plane, plain
+  library calls on all cores (threads), send nothing: the floor;
 * ours: ``pyomero-upload upload EXP --dataset ...`` as a user runs it;
 * original: PyOmeroUpload's way, positions one after another, each plane read
   with Pillow, byte-swapped and sent with one ``setPlane`` call.
@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 from bench_export import (  # noqa: E402
     DEFAULT_DEMO,
     DEFAULT_WORKDIR,
+    _decode_file,
     build_experiment,
     plane_files,
     run_measured,
@@ -48,22 +49,13 @@ PASSWORD = "bench-omero"
 
 
 def child_decode(data: Path, workers: int) -> None:
-    """Decode every plane as the upload does (same reader, same pool), send nothing."""
-    from pyomero_upload.layout import discover
-    from pyomero_upload.parallel import ordered_map, prefetch_window
+    """Read and ``png_decode`` every plane with plain imagecodecs calls on all cores
+    (a thread pool: the least CPU), send nothing; none of our code on the path."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    exp = discover(data)
-    n = 0
-    for pos in exp.positions:
-        paths = exp.plane_paths(pos)
-        window = prefetch_window(workers, exp.position_nbytes(pos) // len(paths))
-        stream = ordered_map(pos.read_plane, paths, workers, window)
-        try:
-            for plane in stream:
-                n += plane.size
-        finally:
-            stream.close()
-    print(f"decoded {n * 2} bytes")
+    with ThreadPoolExecutor(workers) as ex:
+        n = sum(ex.map(_decode_file, [str(p) for p in plane_files(data)]))
+    print(f"decoded {n} bytes")
 
 
 def child_original(data: Path, host: str, port: int) -> None:
