@@ -27,24 +27,35 @@ EXTRA_CA_CERT ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 DOCKER_BUILD_ARGS ?=
 DOCKER_BUILD := docker/scripts/docker-build.sh
 
-.PHONY: help install ice-wheel install-omero bioformats demo test lint bench clean root-image build-all test-images test-omero test-all
+.PHONY: help install install-test ice-wheel install-omero bioformats demo test lint bench clean root-image build-all test-images test-omero test-all
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/%.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Stamps: each install step reruns only when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(BIN)/.installed ## Create .venv and install the package with its test tools
+$(BIN)/.installed-omero: $(BIN)/.installed-test
+	PYTHON=$(BIN)/python docker/scripts/build-ice-wheel.sh $(ICE_WHEEL_DIR)
+	$(BIN)/python -m pip install --quiet --find-links $(ICE_WHEEL_DIR) -e '.[omero,test]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv and install the package alone (what `make demo` needs)
+
+install-test: $(BIN)/.installed-test ## Add the test and lint tools (the `test` extra)
 
 ice-wheel: install ## Build the zeroc-ice 3.6.5 wheel for .venv's Python once (cached in ICE_WHEEL_DIR)
 	PYTHON=$(BIN)/python docker/scripts/build-ice-wheel.sh $(ICE_WHEEL_DIR)
 
-install-omero: ice-wheel ## Install omero-py into .venv (uses the cached Ice wheel)
-	$(BIN)/python -m pip install --quiet --find-links $(ICE_WHEEL_DIR) -e '.[omero,test]'
+install-omero: $(BIN)/.installed-omero ## Add omero-py (the Ice wheel is built once, ~10 min, then cached)
 
 demo: install ## Make a synthetic experiment, show its plan and export it as OME-TIFF (no server)
 	rm -rf $(DEMO_DIR) $(DEMO_OUT)
@@ -53,15 +64,15 @@ demo: install ## Make a synthetic experiment, show its plan and export it as OME
 	$(BIN)/pyomero-upload export $(DEMO_DIR) -o $(DEMO_OUT)
 	@ls -l $(DEMO_OUT)/*/
 
-bioformats: install ## Fetch Bio-Formats (the tests' reference reader) once into the cache; Java from default-jre-headless
+bioformats: install-test ## Fetch Bio-Formats (the tests' reference reader) once into the cache; Java from default-jre-headless
 	$(BIN)/python -m pyomero_upload.testing.bioformats
 
-test: install bioformats ## Run the test suite
+test: install-omero bioformats ## Run the test suite: everything but the Docker and real-server tiers
 	$(BIN)/python -m pytest
 
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') .ci/run
 
-lint: install ## ruff, mypy; shellcheck (Debian's) and hadolint; committed notebooks carry no outputs
+lint: install-test ## ruff, mypy; shellcheck (Debian's) and hadolint; committed notebooks carry no outputs
 	$(BIN)/ruff check pyomero_upload tests benchmarks docker notebooks/check_no_outputs.py
 	$(BIN)/mypy
 	@command -v shellcheck >/dev/null || { echo "make lint needs shellcheck: apt-get install shellcheck" >&2; exit 1; }
@@ -90,15 +101,15 @@ build/%: ## Build one image, e.g. make build/omero_jupyter
 
 build-all: $(foreach i,$(IMAGES),build/$(i)) ## Build every image in order
 
-test-images: install build-all ## Build the images and run their tests
-	$(BIN)/python -m pytest tests/images
+test-images: install-omero build-all ## Build the images and run their tests (the docker tier)
+	$(BIN)/python -m pytest -m docker tests/images
 
 test-omero: install-omero ## Start OME's OMERO stack (docker/compose.yml), wait for a login, run tests/integration
 	docker compose -f docker/compose.yml up -d database omeroserver omeroweb
 	OMERO_PASSWORD="$$OMERO_ROOT_PASS" $(BIN)/python docker/scripts/wait-omero.py localhost 4064 root 600
-	OMERO_TEST_PASSWORD="$$OMERO_ROOT_PASS" $(BIN)/python -m pytest -m omero tests/integration
+	OMERO_TEST_PASSWORD="$$OMERO_ROOT_PASS" $(BIN)/python -m pytest -m omero_server tests/integration
 
-test-all: test test-images ## Everything
+test-all: test test-images ## Everything but the real-server tier (`make test-omero` needs OME's stack)
 
 clean: ## Remove build outputs (not .venv)
 	rm -rf build .pytest_cache .ruff_cache

@@ -66,7 +66,7 @@ def _export_codec() -> Any:
     import numcodecs.blosc
     from numcodecs import Blosc
 
-    from pyomero_upload.ome_zarr import StoreFormat
+    from pyomero_upload.export.ome_zarr_writer import StoreFormat
 
     numcodecs.blosc.use_threads = False
     ours = StoreFormat().blosc(2)  # only its settings are used; the planes are uint16

@@ -141,7 +141,7 @@ def _metadata(args: argparse.Namespace) -> ExperimentMetadata | None:
 def _discover_with_metadata(
     args: argparse.Namespace,
 ) -> tuple[Experiment, ExperimentMetadata | None]:
-    from .session import open_experiment
+    from .experiment import open_experiment
 
     _check_parser_options(args)
     try:
@@ -223,7 +223,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() and not args.quiet
     common = {
         "metadata": metadata,
-        "provenance": not args.no_provenance,
+        "provenance": args.provenance,
         "workers": args.workers,
         "pyramid": args.pyramid,
         "overwrite": args.overwrite,
@@ -232,7 +232,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         total=exp.nbytes, unit="B", unit_scale=True, desc="export", disable=not show
     ) as bar:
         if zarr:
-            from .ome_zarr import DEFAULT_COMPRESSION, DEFAULT_NGFF_VERSION, export_ome_zarr
+            from .export.ome_zarr_writer import (
+                DEFAULT_COMPRESSION,
+                DEFAULT_NGFF_VERSION,
+                export_ome_zarr,
+            )
 
             result = export_ome_zarr(
                 exp, args.output, args.dataset, **common, on_plane=bar.update,
@@ -240,13 +244,15 @@ def cmd_export(args: argparse.Namespace) -> int:
                 ngff_version=args.ngff_version or DEFAULT_NGFF_VERSION,
             )
         else:
-            from .ometiff import export_ome_tiff
+            from .export import export_ome_tiff
 
             result = export_ome_tiff(
                 exp, args.output, args.dataset, **common, on_plane=bar.update,
                 compression=args.compression or "none", bigtiff=args.bigtiff,
             )
-    if not args.quiet:
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
         print(result.summary())
     return EXIT_OK
 
@@ -254,12 +260,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("OMERO server (else OMERO_HOST, OMERO_PORT, OMERO_USER, "
                              "OMERO_PASSWORD, OMERO_GROUP; else --config; else a prompt)")
-    g.add_argument("-s", "--server", "--host", dest="host", help="server host name")
+    g.add_argument("-s", "--host", dest="host", help="server host name")
     # No -o here (it is export's --output); upload_cli keeps the original's -o for the port.
     g.add_argument("--port", type=int, default=None, help="port (default 4064)")
-    g.add_argument("-u", "--user", "--username", dest="user", help="user name")
+    g.add_argument("-u", "--user", dest="user", help="user name")
     g.add_argument("--group", help="OMERO group to upload into")
-    g.add_argument("-c", "--config", "--config-file", dest="config", type=Path,
+    g.add_argument("-c", "--config", dest="config", type=Path,
                    help="YAML with host, port, user, group (never a password)")
     g.add_argument("--session-key", help="join an existing session instead of logging in "
                    "(default: the session `omero login` left, if any)")
@@ -295,6 +301,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         workers=args.workers,
         provenance=args.provenance,
         dry_run=args.dry_run,
+        web_url=args.web_url or os.environ.get("OMERO_WEB_URL") or None,
     )
     from .omero import require_omero
 
@@ -309,7 +316,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
             result = upload_experiment(conn, exp, metadata, options, processor, bar.update)
     finally:
         conn.close()
-    if not args.quiet:
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
         for name in result.created if args.dry_run else []:
             print(f"would create: {name}")
         for name in result.replaced if args.dry_run else []:
@@ -435,7 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write BigTIFF (default: only where a file may pass 2 GB)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace outputs made from other data")
-    p.add_argument("--no-provenance", action="store_true", help="omit the provenance annotation")
+    p.add_argument("--provenance", action=argparse.BooleanOptionalAction, default=True,
+                   help="record the tool, version and time in each image (default: on)")
+    p.add_argument("--json", action="store_true",
+                   help="print a report of every output (written or skipped) as JSON")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("upload", help="upload to OMERO: one 5-D image per position")
@@ -466,15 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_upload_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("upload")
-    g.add_argument("-n", "--dataset", "--dataset-name", dest="dataset",
+    g.add_argument("-n", "--dataset", dest="dataset",
                    help="dataset name (default: the experiment folder's name)")
     g.add_argument("--project", help="project name (default: the metadata's Omero project)")
     g.add_argument("-y", "--hypercube", action=argparse.BooleanOptionalAction, default=True,
                    help="one 5-D image per position (default); --no-hypercube: one image "
                    "per plane file")
     # No -v here (it is --verbose); upload_cli keeps the original's -v.
-    g.add_argument("--provenance", "--include-provenance-metadata", dest="provenance",
-                   action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--provenance", action=argparse.BooleanOptionalAction, default=True,
                    help="tool, version, citation and checksums as key-value pairs")
     g.add_argument("-i", "--custom-image-processor", action="store_true",
                    help="use CustomImageProcessor from --module-path")
@@ -482,6 +493,11 @@ def add_upload_options(p: argparse.ArgumentParser) -> None:
                    help="image processor from the pyomero_upload.image_processors entry points")
     g.add_argument("--dry-run", action="store_true",
                    help="connect and report what would be created or skipped; write nothing")
+    g.add_argument("--json", action="store_true",
+                   help="print a report of the project, dataset and every image (id, status, "
+                   "link) as JSON")
+    g.add_argument("--web-url", metavar="URL",
+                   help="OMERO.web's address, for the report's links (default: OMERO_WEB_URL)")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -1,5 +1,7 @@
-"""Each image described once: experiment + metadata -> :class:`~.model.ImageSpec`.
+"""Each image described once: experiment + metadata -> :class:`ImageSpec`.
 
+The writers' model (:class:`ImageSpec`, :class:`ChannelSpec`,
+:class:`PlaneSpec`) and the one function that fills it in (:func:`describe`).
 Every writer (OME-TIFF, OMERO, OME-Zarr) takes the same description, so the
 rules live here only: channel colours and wavelengths, per-plane timing,
 exposure and stage position, physical sizes, annotations, provenance and the
@@ -12,20 +14,108 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import CITATION, TOOL_NAME, TOOL_URL, __version__
 from .layout import Experiment, Position
 from .model import (
+    CLIENT_MAP_NS,
+    FILLED_NS,
+    PROVENANCE_NS,
+    SOURCE_NS,
     ChannelInfo,
-    ChannelSpec,
     ExperimentMetadata,
-    ImageSpec,
-    PlaneSpec,
     channel_defaults,
 )
 from .planes import png_time
+
+#: numpy's pixel type names -> OME's (OME-XML ``Pixels/@Type``, OMERO's PixelsType).
+OME_PIXEL_TYPES = {
+    "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
+    "int32": "int32", "uint32": "uint32", "float32": "float", "float64": "double",
+}
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One channel of an image as every writer shows it."""
+
+    name: str
+    color: tuple[int, int, int] | None = None
+    excitation_nm: float | None = None
+    emission_nm: float | None = None
+
+
+@dataclass(frozen=True)
+class PlaneSpec:
+    """Facts of one plane: its place (0-based) and when, how long, where it was taken."""
+
+    z: int
+    c: int
+    t: int
+    delta_t_s: float | None = None
+    exposure_ms: float | None = None
+    position_um: tuple[float | None, float | None, float | None] = (None, None, None)
+
+
+@dataclass
+class ImageSpec:
+    """One image, described once, written by every writer (OME-TIFF, OMERO, ...).
+
+    Sizes are (X, Y, Z, C, T) with dimension order XYZCT: ``planes`` and
+    ``sources`` are in that order.  ``sources`` are the plane files (None for a
+    plane filled with zeros); ``dtype`` is numpy's name of the pixel type.
+    """
+
+    name: str
+    size: tuple[int, int, int, int, int]
+    dtype: str
+    channels: list[ChannelSpec]
+    planes: list[PlaneSpec]
+    sources: list[Path | None]
+    fingerprint: str
+    pixel_size_um: float | None = None
+    z_spacing_um: float | None = None
+    time_increment_s: float | None = None
+    acquisition_date: datetime | None = None
+    description: str = ""
+    microscope: str | None = None
+    tags: list[str] = field(default_factory=list)
+    #: Key-value pairs (OMERO.web's editable namespace).
+    kvps: list[tuple[str, str]] = field(default_factory=list)
+    provenance: list[tuple[str, str]] = field(default_factory=list)
+    #: Planes filled with zeros (--allow-missing), as "Filled plane" pairs.
+    filled: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ome_pixel_type(self) -> str:
+        return OME_PIXEL_TYPES[self.dtype]
+
+    @property
+    def n_planes(self) -> int:
+        return self.size[2] * self.size[3] * self.size[4]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels (numpy's names end in the bits per pixel: uint16, float32)."""
+        bits = int("".join(ch for ch in self.dtype if ch.isdigit()))
+        return self.n_planes * self.size[0] * self.size[1] * bits // 8
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """(Y, X), as numpy has it."""
+        return self.size[1], self.size[0]
+
+    def map_annotations(self, *, source: bool = True) -> list[tuple[list[tuple[str, str]], str]]:
+        """The image's key-value groups with their namespaces, in a fixed order;
+        ``source`` adds the fingerprint record."""
+        groups = [(list(self.kvps), CLIENT_MAP_NS), (list(self.provenance), PROVENANCE_NS),
+                  (list(self.filled), FILLED_NS)]
+        if source:
+            groups.append(([("Source fingerprint", self.fingerprint)], SOURCE_NS))
+        return [(pairs, ns) for pairs, ns in groups if pairs]
 
 
 def fingerprint_settings(metadata: ExperimentMetadata | None, *options: object) -> str:
@@ -240,3 +330,4 @@ def describe_file(
         provenance=list(provenance or []),
         **annotations,
     )
+

@@ -1,4 +1,4 @@
-"""Every exception the package raises on purpose.
+"""Every exception the package raises on purpose, all under :class:`PyOmeroUploadError`.
 
 Each carries a one-line message for the user.  The exit codes they map to are
 set in one place only, :data:`pyomero_upload.cli.EXIT_CODES`.
@@ -9,7 +9,11 @@ from __future__ import annotations
 from os import PathLike
 
 
-class InputError(Exception):
+class PyOmeroUploadError(Exception):
+    """The root of the package's own errors: ``except PyOmeroUploadError`` catches them all."""
+
+
+class InputError(PyOmeroUploadError):
     """The user's data (or output location) cannot be used as given.
 
     The message names the file or folder and the problem; the CLI prints it
@@ -29,11 +33,11 @@ class PluginError(InputError):
     """
 
 
-class UsageError(Exception):
+class UsageError(PyOmeroUploadError):
     """Command-line arguments that parse but cannot work together."""
 
 
-class OmeroError(Exception):
+class OmeroError(PyOmeroUploadError):
     """A failure talking to OMERO (exit 7 unless a subclass says otherwise)."""
 
 
@@ -63,6 +67,6 @@ class ConnectionLostError(OmeroError):
 
 __all__ = [
     "ConnectionLostError", "ConnectionRefusedError_", "InputError", "LoginRefusedError",
-    "OmeroError", "OmeroMissingError", "OmeroTimeoutError", "PluginError", "UnknownHostError",
-    "UsageError",
+    "OmeroError", "OmeroMissingError", "OmeroTimeoutError", "PluginError", "PyOmeroUploadError",
+    "UnknownHostError", "UsageError",
 ]

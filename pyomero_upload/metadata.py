@@ -1,58 +1,24 @@
-"""Getting an experiment's metadata: pick the parser, run it, normalise the result."""
+"""Getting an experiment's metadata: pick the parser, run it, normalise the result.
+
+The parsers themselves are plug-ins (:mod:`pyomero_upload.plugins`): the
+built-in ``auto``, ``acqlog`` and ``sidecar`` are found the way any installed
+one is.
+"""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from .errors import InputError
 from .model import ExperimentMetadata
-from .plugins.acqlog import AcqLogParser
+from .plugins.auto import AutoParser
 from .plugins.base import MetadataParser
 from .plugins.registry import coerce_metadata, instantiate, load_parser
-from .plugins.sidecar import find_sidecar, merge, parse_sidecar
+from .plugins.sidecar import SidecarParser
 
-log = logging.getLogger(__name__)
-
-
-class SidecarParser(MetadataParser):
-    """Only ``experiment.yml`` / ``experiment.json``."""
-
-    name = "sidecar"
-
-    def extract_metadata(self, path: str | Path) -> ExperimentMetadata:
-        sidecar = find_sidecar(Path(path))
-        if sidecar is None:
-            log.warning("%s: no experiment.yml or experiment.json", path)
-            return ExperimentMetadata()
-        return parse_sidecar(sidecar)
-
-
-class AutoParser(MetadataParser):
-    """The default: the lab's Acq/log files, merged with a sidecar if present."""
-
-    name = "auto"
-
-    def extract_metadata(self, path: str | Path) -> ExperimentMetadata:
-        root = Path(path)
-        sidecar = find_sidecar(root)
-        base = AcqLogParser().extract_metadata(root) if _has_lab_files(root) else None
-        if sidecar is None:
-            if base is None:
-                log.warning("%s: no Acq/log files and no experiment.yml: no metadata", root)
-            return base or ExperimentMetadata()
-        over = parse_sidecar(sidecar)
-        if base is None:
-            return over
-        log.warning("%s: merging %s over the Acq/log metadata (the sidecar wins)",
-                    root, sidecar.name)
-        return merge(base, over)
-
-
-def _has_lab_files(root: Path) -> bool:
-    return any(
-        p.is_file() and p.name.lower().endswith(("acq.txt", "log.txt")) for p in root.iterdir()
-    )
+# AutoParser and SidecarParser: where the built-in parsers lived before they were
+# plug-ins like any other.
+__all__ = ["AutoParser", "SidecarParser", "load_metadata"]
 
 
 def load_metadata(

@@ -1,8 +1,10 @@
-"""The experiment metadata model that every parser returns.
+"""What every metadata parser returns: :class:`ExperimentMetadata` and its parts.
 
-Plain typed dataclasses: no OMERO, no I/O.  Writers (OME-TIFF, OMERO) read
-from it; parsers (the lab's Acq/log files, YAML/JSON sidecars, plug-ins)
-fill it in.
+Plain typed dataclasses: no OMERO, no I/O.  Parsers (the lab's Acq/log files,
+YAML/JSON sidecars, plug-ins) fill them in; :mod:`pyomero_upload.describe`
+turns them, with the experiment's layout, into the writers' model
+(:class:`~pyomero_upload.describe.ImageSpec`).  The annotation namespaces every
+writer uses are here too.
 """
 
 from __future__ import annotations
@@ -237,90 +239,3 @@ def channel_defaults(name: str) -> ChannelInfo:
         if any(key == p or (len(p) > 2 and key.startswith(p)) for p in prefixes):
             return ChannelInfo(name, None, ex, em, color)
     return ChannelInfo(name, None, None, None, (255, 255, 255))
-
-
-#: numpy's pixel type names -> OME's (OME-XML ``Pixels/@Type``, OMERO's PixelsType).
-OME_PIXEL_TYPES = {
-    "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
-    "int32": "int32", "uint32": "uint32", "float32": "float", "float64": "double",
-}
-
-
-@dataclass(frozen=True)
-class ChannelSpec:
-    """One channel of an image as every writer shows it."""
-
-    name: str
-    color: tuple[int, int, int] | None = None
-    excitation_nm: float | None = None
-    emission_nm: float | None = None
-
-
-@dataclass(frozen=True)
-class PlaneSpec:
-    """Facts of one plane: its place (0-based) and when, how long, where it was taken."""
-
-    z: int
-    c: int
-    t: int
-    delta_t_s: float | None = None
-    exposure_ms: float | None = None
-    position_um: tuple[float | None, float | None, float | None] = (None, None, None)
-
-
-@dataclass
-class ImageSpec:
-    """One image, described once, written by every writer (OME-TIFF, OMERO, ...).
-
-    Sizes are (X, Y, Z, C, T) with dimension order XYZCT: ``planes`` and
-    ``sources`` are in that order.  ``sources`` are the plane files (None for a
-    plane filled with zeros); ``dtype`` is numpy's name of the pixel type.
-    """
-
-    name: str
-    size: tuple[int, int, int, int, int]
-    dtype: str
-    channels: list[ChannelSpec]
-    planes: list[PlaneSpec]
-    sources: list[Path | None]
-    fingerprint: str
-    pixel_size_um: float | None = None
-    z_spacing_um: float | None = None
-    time_increment_s: float | None = None
-    acquisition_date: datetime | None = None
-    description: str = ""
-    microscope: str | None = None
-    tags: list[str] = field(default_factory=list)
-    #: Key-value pairs (OMERO.web's editable namespace).
-    kvps: list[tuple[str, str]] = field(default_factory=list)
-    provenance: list[tuple[str, str]] = field(default_factory=list)
-    #: Planes filled with zeros (--allow-missing), as "Filled plane" pairs.
-    filled: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def ome_pixel_type(self) -> str:
-        return OME_PIXEL_TYPES[self.dtype]
-
-    @property
-    def n_planes(self) -> int:
-        return self.size[2] * self.size[3] * self.size[4]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of pixels (numpy's names end in the bits per pixel: uint16, float32)."""
-        bits = int("".join(ch for ch in self.dtype if ch.isdigit()))
-        return self.n_planes * self.size[0] * self.size[1] * bits // 8
-
-    @property
-    def plane_shape(self) -> tuple[int, int]:
-        """(Y, X), as numpy has it."""
-        return self.size[1], self.size[0]
-
-    def map_annotations(self, *, source: bool = True) -> list[tuple[list[tuple[str, str]], str]]:
-        """The image's key-value groups with their namespaces, in a fixed order;
-        ``source`` adds the fingerprint record."""
-        groups = [(list(self.kvps), CLIENT_MAP_NS), (list(self.provenance), PROVENANCE_NS),
-                  (list(self.filled), FILLED_NS)]
-        if source:
-            groups.append(([("Source fingerprint", self.fingerprint)], SOURCE_NS))
-        return [(pairs, ns) for pairs, ns in groups if pairs]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .session import open_experiment
+from .experiment import open_experiment
 
 
 class PyOmeroUploader:
@@ -49,7 +49,8 @@ class PyOmeroUploader:
             pyomero_upload.errors.InputError: the data or a plug-in failed.
         """
         from .omero.connection import Connection, ConnectionSettings
-        from .upload import DefaultImageProcessor, UploadOptions, upload_experiment
+        from .plugins.base import UploadOptions
+        from .upload import DefaultImageProcessor, upload_experiment
 
         exp, metadata = open_experiment(data_path, parser=parser_class,
                                         ignore_metadata=ignore_metadata)

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,53 +30,9 @@ from .omero import containers, images, queries
 from .omero.connection import Connection
 from .parallel import InOrder, default_workers, ordered_map, prefetch_window
 from .planes import read_plane
-from .plugins.base import ImageProcessor
+from .plugins.base import DatasetRef, ImageProcessor, UploadOptions, UploadResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class UploadOptions:
-    dataset: str
-    project: str | None = None
-    hypercube: bool = True
-    workers: int | None = None
-    provenance: bool = True
-    dry_run: bool = False
-
-
-@dataclass
-class UploadResult:
-    dataset_id: int | None = None
-    project_id: int | None = None
-    created: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)
-    image_ids: dict[str, int] = field(default_factory=dict)
-    planes: int = 0
-    nbytes: int = 0
-    pixel_calls: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-
-    def summary(self) -> str:
-        verb = "would upload" if self.dry_run else "uploaded"
-        line = (f"{verb} {len(self.created)} image(s), {self.planes} planes, "
-                f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s "
-                f"({self.pixel_calls} pixel calls) to dataset {self.dataset_id}")
-        if self.skipped:
-            line += f"; {len(self.skipped)} already complete, skipped"
-        if self.replaced:
-            line += f"; {len(self.replaced)} incomplete or changed, replaced"
-        return line
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """The target dataset as plug-ins see it: its id and name."""
-
-    id: int
-    name: str
 
 
 class DefaultImageProcessor(ImageProcessor):
@@ -94,20 +49,25 @@ class DefaultImageProcessor(ImageProcessor):
         prov = provenance_pairs(exp, action="Upload") if options.provenance else []
         lock = threading.Lock()
 
-        # (image name, position, plane file and its channel in non-hypercube mode)
-        jobs: list[tuple[Position, tuple[Path, str] | None, str]] = []
+        # What to upload: (image name, position, and in non-hypercube mode the
+        # plane file with its channel).
         units = (
             [(p.name, p, None) for p in exp.positions]
             if options.hypercube
             else [(f.name, p, (f, key[1])) for p in exp.positions
                   for key, f in zip(exp.plane_keys(), exp.plane_paths(p), strict=True) if f]
         )
+        # What to write: (position, plane file and channel or None, fingerprint).
+        jobs: list[tuple[Position, tuple[Path, str] | None, str]] = []
         for name, pos, single in units:
+            result.positions.setdefault(name, pos.name)
             fp = (source_fingerprint(exp, pos, settings) if single is None
                   else file_fingerprint(single[0], settings))
             old = existing.get(name, [])
-            if any(o.complete and o.fingerprint == fp for o in old):
+            done = [o for o in old if o.complete and o.fingerprint == fp]
+            if done:
                 result.skipped.append(name)
+                result.skipped_ids[name] = done[0].id
                 continue
             (result.replaced if old else result.created).append(name)
             if options.dry_run:
@@ -218,8 +178,9 @@ def upload_experiment(
         PluginError: a custom image processor failed with anything else.
     """
     start = time.perf_counter()
-    result = UploadResult(dry_run=options.dry_run)
     project_name = options.project or (metadata.project if metadata else None)
+    result = UploadResult(dry_run=options.dry_run, dataset_name=options.dataset,
+                          project_name=project_name, web_url=options.web_url)
     project_id = None
     try:
         if project_name:
@@ -232,9 +193,12 @@ def upload_experiment(
         dataset_id, created = containers.ensure_dataset(conn, options.dataset, project_id,
                                                         description, options.dry_run)
         if dataset_id is None:  # dry run, dataset absent: everything would be created
-            result.created = ([p.name for p in exp.positions] if options.hypercube
-                              else [f.name for p in exp.positions for f in exp.plane_paths(p)
-                                    if f])
+            units = ([(p.name, p.name) for p in exp.positions] if options.hypercube
+                     else [(f.name, p.name) for p in exp.positions for f in exp.plane_paths(p)
+                           if f])
+            result.created = [name for name, _ in units]
+            for name, pos_name in units:
+                result.positions.setdefault(name, pos_name)
             result.seconds = time.perf_counter() - start
             return result
         result.dataset_id = dataset_id

@@ -43,6 +43,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def double(tmp_path_factory: pytest.TempPathFactory):
+    """The OMERO double (:mod:`pyomero_upload.testing.omero_double`), one for the whole run.
+
+    Tests share it, so each makes the objects it checks under names of its own.
+    Skipped where omero-py is not installed (``make install-omero``).
+    """
+    pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
+    from pyomero_upload.testing.omero_double import running_double
+
+    with running_double(tmp_path_factory.mktemp("double")) as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic experiment shaped like the real demo (``helpers.SYNTHETIC``), its
     folder named ``demo`` like the real one's."""

@@ -83,7 +83,7 @@ def random_experiment(root: Path, dtype: np.dtype, shape: tuple[int, int] = (48,
 #: Runs an export as the command line would, and SIGKILLs it at the N-th plane.
 _KILLED_EXPORT = """
 import os, signal, sys
-from pyomero_upload.session import open_experiment
+from pyomero_upload.experiment import open_experiment
 
 seen = 0
 def on_plane(nbytes):
@@ -94,10 +94,10 @@ def on_plane(nbytes):
 
 exp, meta = open_experiment(sys.argv[1])
 if sys.argv[4] == "ome-tiff":
-    from pyomero_upload.ometiff import export_ome_tiff as export
+    from pyomero_upload.export import export_ome_tiff as export
     extra = {}
 else:
-    from pyomero_upload.ome_zarr import export_ome_zarr as export
+    from pyomero_upload.export import export_ome_zarr as export
     extra = {"ngff_version": sys.argv[4]}
 export(exp, sys.argv[2], "ds", metadata=meta, workers=2, on_plane=on_plane, **extra)
 """

@@ -20,9 +20,10 @@ import tifffile
 from ome_types import from_xml
 
 from helpers import demo_planes, random_experiment, read_png
+from pyomero_upload.export import export_ome_tiff
+from pyomero_upload.export.pyramid import downsample, pyramid_shapes
 from pyomero_upload.layout import discover
 from pyomero_upload.metadata import load_metadata
-from pyomero_upload.ometiff import downsample, export_ome_tiff, pyramid_shapes
 from pyomero_upload.testing import bioformats
 
 PIXEL_TYPES = {

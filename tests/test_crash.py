@@ -14,8 +14,9 @@ import pytest
 from helpers import export_killed_at
 from pyomero_upload.cli import main
 from pyomero_upload.errors import InputError
+from pyomero_upload.export import export_ome_tiff
+from pyomero_upload.export.folder import LOCK_NAME, FolderLock
 from pyomero_upload.layout import discover
-from pyomero_upload.ometiff import LOCK_NAME, FolderLock, export_ome_tiff
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")

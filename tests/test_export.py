@@ -13,9 +13,10 @@ from ome_types import from_xml
 
 from helpers import demo_planes, leftovers, ome_files, read_png
 from pyomero_upload.errors import InputError
+from pyomero_upload.export import export_ome_tiff
+from pyomero_upload.export.pyramid import downsample, pyramid_shapes
 from pyomero_upload.layout import discover
 from pyomero_upload.metadata import load_metadata
-from pyomero_upload.ometiff import downsample, export_ome_tiff, pyramid_shapes
 
 
 @pytest.fixture(scope="module")

@@ -82,15 +82,6 @@ def test_upload_notebook_makes_its_own_demo(offline, monkeypatch):
 # --- against the OMERO double ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def double(tmp_path_factory):
-    pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
-    from pyomero_upload.testing.omero_double import running_double
-
-    with running_double(tmp_path_factory.mktemp("double")) as d:
-        yield d
-
-
 @pytest.fixture
 def online(offline, monkeypatch, double):
     """The notebooks' OMERO_* settings pointing at the double (over SSL, as users have it)."""

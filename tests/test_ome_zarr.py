@@ -29,10 +29,8 @@ from ome_types import from_xml
 from helpers import export_killed_at, random_experiment, read_png
 from pyomero_upload.cli import main
 from pyomero_upload.errors import InputError
-from pyomero_upload.layout import NamingRule, discover
-from pyomero_upload.metadata import load_metadata
-from pyomero_upload.model import PROVENANCE_NS, SOURCE_NS
-from pyomero_upload.ome_zarr import (
+from pyomero_upload.export import export_ome_tiff
+from pyomero_upload.export.ome_zarr_writer import (
     OME_XML_PATH,
     TILE,
     count_files,
@@ -40,7 +38,10 @@ from pyomero_upload.ome_zarr import (
     levels_for,
     read_fingerprint,
 )
-from pyomero_upload.ometiff import downsample, export_ome_tiff, pyramid_shapes
+from pyomero_upload.export.pyramid import downsample, pyramid_shapes
+from pyomero_upload.layout import NamingRule, discover
+from pyomero_upload.metadata import load_metadata
+from pyomero_upload.model import PROVENANCE_NS, SOURCE_NS
 
 VERSIONS = ["0.5", "0.4"]
 
@@ -486,7 +487,7 @@ def test_options_that_do_not_fit_the_format_are_usage_errors(demo, tmp_path, arg
 
 
 def test_windows_ignore_nan_and_infinity():
-    from pyomero_upload.ome_zarr import value_range
+    from pyomero_upload.export.ome_zarr_writer import value_range
 
     plane = np.array([[np.nan, 2.5], [-1.0, np.inf]], np.float32)
     assert value_range(plane) == (-1.0, 2.5)

@@ -48,7 +48,7 @@ from pyomero_upload.model import (  # noqa: E402
     SOURCE_NS,
 )
 from pyomero_upload.omero import annotations, connection, pixels  # noqa: E402
-from pyomero_upload.testing.omero_double import free_port, running_double  # noqa: E402
+from pyomero_upload.testing.omero_double import free_port  # noqa: E402
 from pyomero_upload.upload_cli import main as legacy_main  # noqa: E402
 
 CHANNELS = ["Brightfield", "DIC", "GFP"]
@@ -67,12 +67,6 @@ class quiet:  # noqa: N801 - used as a context manager
 
 
 # --- the double and its users ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def double(tmp_path_factory):
-    with running_double(tmp_path_factory.mktemp("double")) as d:
-        yield d
 
 
 @dataclass
@@ -777,7 +771,7 @@ def image_processor_plugin(tmp_path, *body: str):
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "custom_image_processor.py").write_text(
-        "from pyomero_upload.upload import ImageProcessor\n"
+        "from pyomero_upload.plugins import ImageProcessor\n"
         "class CustomImageProcessor(ImageProcessor):\n"
         "    def process(self, conn, exp, metadata, dataset, options, result, on_plane=None):\n"
         + "".join(f"        {line}\n" for line in body))

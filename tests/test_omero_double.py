@@ -40,13 +40,7 @@ from omero.model import (  # noqa: E402
 from omero.rtypes import rstring, unwrap  # noqa: E402
 from omero.sys import ParametersI  # noqa: E402
 
-from pyomero_upload.testing.omero_double import free_port, running_double  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def double(tmp_path_factory):
-    with running_double(tmp_path_factory.mktemp("double")) as d:
-        yield d
+from pyomero_upload.testing.omero_double import free_port  # noqa: E402
 
 
 @pytest.fixture

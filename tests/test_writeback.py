@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from pyomero_upload import writeback
-from pyomero_upload.writeback import StreamedFile, StreamedFiles
+from pyomero_upload.export import writeback
+from pyomero_upload.export.writeback import StreamedFile, StreamedFiles
 
 linux_only = pytest.mark.skipif(not hasattr(os, "posix_fadvise") or sys.platform != "linux",
                                 reason="page-cache residency is measured with mincore (Linux)")

@@ -1,4 +1,4 @@
-"""Images: write an :class:`~pyomero_upload.model.ImageSpec` into a dataset.
+"""Images: write an :class:`~pyomero_upload.describe.ImageSpec` into a dataset.
 
 An empty image first (linked, marked incomplete), then its pixels, then its
 metadata, annotations, rendering settings and thumbnail, and the completion
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..describe import OME_PIXEL_TYPES, ImageSpec
 from ..errors import OmeroError
-from ..model import OME_PIXEL_TYPES, SOURCE_NS, ImageSpec
+from ..model import SOURCE_NS
 from . import _ice
 from ._ice import params, rstring, unwrap
 from .annotations import AnnotationRef, link_annotations, new_maps, set_map

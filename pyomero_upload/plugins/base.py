@@ -5,22 +5,133 @@
   OMERO dataset (the original toolkit's image-processor plug-in).
 
 Both are found by :mod:`.registry`: built-ins and installed packages through
-entry points, or the original's ``--module-path DIR`` convention.
+entry points, or the original's ``--module-path DIR`` convention.  The types an
+image processor is handed (:class:`DatasetRef`, :class:`UploadOptions`,
+:class:`UploadResult`) are defined here, with the contract, so a plug-in needs
+this module only.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model import ExperimentMetadata
 
-if TYPE_CHECKING:  # the upload's types; no OMERO import happens here
+if TYPE_CHECKING:  # no OMERO import happens here
     from ..layout import Experiment
     from ..omero.connection import Connection
-    from ..upload import DatasetRef, UploadOptions, UploadResult
+
+
+@dataclass
+class UploadOptions:
+    """What to upload into, and how.
+
+    Attributes:
+        dataset: The target dataset's name (found, else created).
+        project: The project's name (default: the metadata's ``Omero project``).
+        hypercube: One 5-D image per position (else one image per plane file).
+        workers: CPU cores to use (default: all).
+        provenance: Add the tool, version, citation and checksums as key-value pairs.
+        dry_run: Report what would be created or skipped; write nothing.
+        web_url: OMERO.web's address, for the links in the report (none: no links).
+    """
+
+    dataset: str
+    project: str | None = None
+    hypercube: bool = True
+    workers: int | None = None
+    provenance: bool = True
+    dry_run: bool = False
+    web_url: str | None = None
+
+
+@dataclass
+class UploadResult:
+    """What an upload created, replaced and skipped, by image name.
+
+    An image processor records each image's name in one of ``created``,
+    ``replaced`` or ``skipped``, and the id of each image it wrote in
+    ``image_ids`` (of each it left as it was in ``skipped_ids``).
+    """
+
+    dataset_id: int | None = None
+    project_id: int | None = None
+    created: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    image_ids: dict[str, int] = field(default_factory=dict)
+    planes: int = 0
+    nbytes: int = 0
+    pixel_calls: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    dataset_name: str | None = None
+    project_name: str | None = None
+    #: Ids of the complete images that were left as they were.
+    skipped_ids: dict[str, int] = field(default_factory=dict)
+    #: The position each image came from (the image's own name in hypercube mode).
+    positions: dict[str, str] = field(default_factory=dict)
+    web_url: str | None = None
+
+    def summary(self) -> str:
+        """One line for the user: what was uploaded, how much, how fast, where."""
+        verb = "would upload" if self.dry_run else "uploaded"
+        line = (f"{verb} {len(self.created)} image(s), {self.planes} planes, "
+                f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s "
+                f"({self.pixel_calls} pixel calls) to dataset {self.dataset_id}")
+        if self.skipped:
+            line += f"; {len(self.skipped)} already complete, skipped"
+        if self.replaced:
+            line += f"; {len(self.replaced)} incomplete or changed, replaced"
+        return line
+
+    def _link(self, kind: str, oid: int | None) -> str | None:
+        if not self.web_url or oid is None:
+            return None
+        return f"{self.web_url.rstrip('/')}/webclient/?show={kind}-{oid}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report ``upload --json`` prints: the project, the dataset and every image
+        with its id, status (``created``, ``replaced``, ``skipped``; ``would create`` ...
+        in a dry run) and OMERO.web link where ``web_url`` is known."""
+        prefix = "would " if self.dry_run else ""
+        images = []
+        for status, names in (("created", self.created), ("replaced", self.replaced),
+                              ("skipped", self.skipped)):
+            for name in names:
+                oid = self.skipped_ids.get(name) if status == "skipped" else \
+                    self.image_ids.get(name)
+                word = status if status == "skipped" or not prefix else \
+                    prefix + status[:-1]
+                images.append({"name": name, "position": self.positions.get(name, name),
+                               "status": word, "id": oid, "url": self._link("image", oid)})
+        order = {n: i for i, n in enumerate(self.positions)}
+        images.sort(key=lambda e: order.get(str(e["name"]), len(order)))
+        return {
+            "dry_run": self.dry_run,
+            "project": None if self.project_id is None and not self.project_name else
+            {"id": self.project_id, "name": self.project_name,
+             "url": self._link("project", self.project_id)},
+            "dataset": {"id": self.dataset_id, "name": self.dataset_name,
+                        "url": self._link("dataset", self.dataset_id)},
+            "images": images,
+            "planes": self.planes,
+            "bytes": self.nbytes,
+            "pixel_calls": self.pixel_calls,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """The target dataset as plug-ins see it: its id and name."""
+
+    id: int
+    name: str
 
 
 class MetadataParser(ABC):

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..model import Acquisition, ChannelInfo, ExperimentMetadata, StagePosition, Tables
+from .base import MetadataParser
 
 if TYPE_CHECKING:  # pandas loads only where a sidecar has tables
     import pandas as pd
@@ -258,3 +259,17 @@ def merge(base: ExperimentMetadata, over: ExperimentMetadata) -> ExperimentMetad
     acq.channels += list(by_name.values())
     acq.positions = {**a.positions, **b.positions}
     return out
+
+
+class SidecarParser(MetadataParser):
+    """Only ``experiment.yml`` / ``experiment.json`` (no metadata, with a warning, where
+    there is neither)."""
+
+    name = "sidecar"
+
+    def extract_metadata(self, path: str | Path) -> ExperimentMetadata:
+        sidecar = find_sidecar(Path(path))
+        if sidecar is None:
+            log.warning("%s: no experiment.yml or experiment.json", path)
+            return ExperimentMetadata()
+        return parse_sidecar(sidecar)

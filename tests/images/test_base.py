@@ -10,6 +10,9 @@ import pytest
 
 from dockerutil import by_image, docker
 
+#: The docker tier: `make test-images` runs it (`make test` leaves it out).
+pytestmark = pytest.mark.docker
+
 ENTRY = ("--entrypoint", "/usr/local/bin/entrypoint.sh")
 
 

@@ -14,6 +14,9 @@ import pytest
 from dockerutil import docker
 from helpers import DEMO
 
+#: The docker tier: `make test-images` runs it (`make test` leaves it out).
+pytestmark = pytest.mark.docker
+
 IMAGE = pytest.mark.parametrize("image", ["omero_ide"], indirect=True)
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 

@@ -13,6 +13,9 @@ import requests
 
 from dockerutil import by_image, docker
 
+#: The docker tier: `make test-images` runs it (`make test` leaves it out).
+pytestmark = pytest.mark.docker
+
 TOKEN = "pyomero-test-token-3f1c"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 NOTEBOOKS = {"omero_upload.ipynb", "omero_query.ipynb", "omero_api.ipynb"}
@@ -106,22 +109,12 @@ def test_browser_logs_in_and_sees_the_notebooks(lab):
         browser.quit()
 
 
-@pytest.fixture(scope="module")
-def omero_double(tmp_path_factory):
-    """The OMERO double on the host's loopback; the container joins the host's network."""
-    pytest.importorskip("omero", reason="the double needs omero-py on the host")
-    from pyomero_upload.testing.omero_double import running_double
-
-    with running_double(tmp_path_factory.mktemp("double")) as d:
-        yield d
-
-
 # omero_jupyter only: the images built on it (omero_ide) add no notebook code
 @pytest.mark.parametrize("image", ["omero_jupyter"], indirect=True)
-def test_upload_notebook_uploads_to_the_omero_double(image, omero_double):
+def test_upload_notebook_uploads_to_the_omero_double(image, double):
     """The upload notebook, run headless (nbclient) inside the image, with OMERO_* set
     as a user would: it logs in over SSL and uploads its demo experiment."""
-    d = omero_double
+    d = double
     script = (
         "import nbformat, nbclient; "
         "nb = nbformat.read('/home/jovyan/work/omero_upload.ipynb', as_version=4); "

@@ -12,6 +12,9 @@ import tifffile
 from dockerutil import by_image, docker
 from helpers import DEMO, read_png
 
+#: The docker tier: `make test-images` runs it (`make test` leaves it out).
+pytestmark = pytest.mark.docker
+
 IMAGE = pytest.mark.parametrize("image", ["omero_uploader"], indirect=True)
 
 
@@ -77,16 +80,6 @@ def test_cli_version_matches_the_package(image):
 # --- upload to the OMERO double on the host -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def omero_double(tmp_path_factory):
-    """The OMERO double on the host's loopback; the container joins the host's network."""
-    pytest.importorskip("omero", reason="the double needs omero-py on the host")
-    from pyomero_upload.testing.omero_double import running_double
-
-    with running_double(tmp_path_factory.mktemp("double")) as d:
-        yield d
-
-
 def _plane_sha1(path: Path) -> str:
     import hashlib
 
@@ -95,10 +88,10 @@ def _plane_sha1(path: Path) -> str:
 
 @IMAGE
 @pytest.mark.parametrize("extra", [(), ("--insecure",)], ids=["ssl", "insecure"])
-def test_upload_to_the_omero_double(image, demo_data, omero_double, extra):
+def test_upload_to_the_omero_double(image, demo_data, double, extra):
     """`pyomero-upload upload` in the container, over SSL (or --insecure pixels on the
     double's plain port), checked through the double's state: every plane's SHA-1."""
-    d = omero_double
+    d = double
     dataset = "container-" + ("-".join(extra).strip("-") or "ssl")
     r = docker("run", "--rm", "--network", "host", "-e", f"OMERO_PASSWORD={d.password}",
                "-v", f"{demo_data}:/data:ro", image,

@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.omero
+pytestmark = pytest.mark.omero_server
 
 HOST = os.environ.get("OMERO_TEST_HOST", "localhost")
 PORT = int(os.environ.get("OMERO_TEST_PORT", "4064"))

@@ -1,4 +1,4 @@
-"""An :class:`~.model.ImageSpec` as OME-XML, and nothing else.
+"""An :class:`~pyomero_upload.describe.ImageSpec` as OME-XML, and nothing else.
 
 What goes into the image is decided in :mod:`pyomero_upload.describe`; this
 module only maps it onto the OME schema (2016-06), element by element in the
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from . import TOOL_NAME, __version__
-from .model import SOURCE_NS, ImageSpec, PlaneSpec
+from .. import TOOL_NAME, __version__
+from ..describe import ImageSpec, PlaneSpec
+from ..model import SOURCE_NS
 
 OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"

@@ -1,0 +1,287 @@
+"""The export frame: what every writer does around its own format, written once.
+
+:func:`run_export` makes and locks ``OUT/<dataset>``, removes what a killed
+export left there, builds the ``metadata/`` folder beside the pixels, decides
+per position what to write, skip or replace (:func:`outputs_to_write`), and
+runs the one per-position loop: decode (in threads, a bounded number ahead) ->
+describe -> write.  A writer (:class:`ImageWriter`) supplies only what is its
+own: the per-plane work done in the decode threads, ``write()``, a
+fingerprint reader and the names of its temporaries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..describe import (
+    ImageSpec,
+    describe,
+    fingerprint_settings,
+    provenance_pairs,
+    source_fingerprint,
+)
+from ..errors import InputError
+from ..layout import Experiment, Position
+from ..model import ExperimentMetadata
+from ..parallel import default_workers, ordered_map, prefetch_window
+from .folder import (
+    FolderLock,
+    MetadataFolder,
+    prepare_out_dir,
+    remove_empty,
+    remove_stale_temporaries,
+)
+
+
+@dataclass
+class ExportEntry:
+    """One position's output and what the export did with it."""
+
+    position: str
+    path: Path
+    #: ``created`` (new), ``replaced`` (made from other data, with overwrite)
+    #: or ``skipped`` (already up to date).
+    status: str
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote (and skipped as already up to date)."""
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    metadata_dir: Path | None = None
+    planes: int = 0
+    nbytes: int = 0
+    seconds: float = 0.0
+    #: ``ome-tiff`` or ``ome-zarr``.
+    format: str = ""
+    #: Every position's output, in position order once the export is done.
+    entries: list[ExportEntry] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the user: what was written, how much, how fast, where."""
+        line = (
+            f"wrote {len(self.files)} file(s), {self.planes} planes, "
+            f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s to {self.out_dir}"
+        )
+        if self.skipped:
+            line += f"; {len(self.skipped)} up to date, skipped"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report ``export --json`` prints: every output with its status."""
+        return {
+            "format": self.format,
+            "out_dir": str(self.out_dir),
+            "dataset": self.out_dir.name,
+            "outputs": [{"position": e.position, "path": str(e.path), "status": e.status}
+                        for e in self.entries],
+            "metadata_dir": str(self.metadata_dir) if self.metadata_dir else None,
+            "planes": self.planes,
+            "bytes": self.nbytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class ImageWriter(ABC):
+    """What one output format supplies to :func:`run_export`.
+
+    One instance is made per export, holding that export's format options.
+    """
+
+    #: The format's name, as ``export --format`` has it.
+    format: ClassVar[str]
+    #: An output's name is ``<position><suffix>``.
+    suffix: ClassVar[str]
+    #: Regular expressions (without the leading dot, matched whole) of the hidden
+    #: temporaries the writer makes in the dataset folder; a later export removes
+    #: them as an interrupted run's leftovers, and nothing else.
+    temporaries: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def fingerprint_options(self, provenance: bool) -> tuple[object, ...]:
+        """Everything besides the source planes and metadata that decides an output's content."""
+
+    @abstractmethod
+    def read_fingerprint(self, target: Path) -> str | None:
+        """The source fingerprint recorded in an output we wrote (None: not ours or damaged)."""
+
+    def present(self, target: Path) -> bool:
+        """Whether something already stands at ``target``."""
+        return target.exists()
+
+    def plane_work(self, position: Position) -> Callable[[Path | None], Any]:
+        """The per-plane work run in the decode threads; by default, decoding."""
+        return position.read_plane
+
+    @abstractmethod
+    def write(self, spec: ImageSpec, planes: Iterator[Any], target: Path,
+              on_plane: Callable[[int], None] | None) -> None:
+        """Write one image from ``planes`` (what :meth:`plane_work` returned, in XYZCT
+        order) to ``target``, atomically: complete, or not there at all."""
+
+
+def known_temporaries() -> list[str]:
+    """The temporaries of every writer: any of them may have been killed in this folder."""
+    from .ome_tiff_writer import OmeTiffWriter
+    from .ome_zarr_writer import OmeZarrWriter
+
+    return [*OmeTiffWriter.temporaries, *OmeZarrWriter.temporaries]
+
+
+def run_export(
+    exp: Experiment,
+    out: str | os.PathLike[str],
+    dataset: str | None,
+    writer: ImageWriter,
+    *,
+    metadata: ExperimentMetadata | None = None,
+    provenance: bool = True,
+    workers: int | None = None,
+    overwrite: bool = False,
+    on_plane: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Write ``OUT/<dataset>/<position><writer.suffix>`` for every position.
+
+    Args:
+        exp: The experiment, discovered (and probed).
+        out: The output folder; the dataset is a sub-folder of it.
+        dataset: The dataset folder's name (default: the experiment folder's).
+        writer: The format.
+        metadata: The experiment's metadata, for the images and ``metadata/``.
+        provenance: Record the tool, version and time in each image.
+        workers: Decode threads (default: all cores).
+        overwrite: Replace outputs written from other source planes or settings.
+        on_plane: Called with the byte count of each plane written.
+
+    Returns:
+        What was written and skipped.
+
+    Raises:
+        InputError: The output cannot be written, or an output exists that was
+            written from other data (without ``overwrite``); raised before
+            anything is written.
+
+    The dataset folder is locked while the export runs; temporaries that an
+    earlier, killed export left there are removed first.  ``metadata/`` is
+    put in place only if every image was written.  On failure the folders
+    this run created are removed if nothing was written or kept in them.
+    """
+    if any(p.shape is None for p in exp.positions):
+        raise ValueError("experiment was discovered without probing; shapes are unknown")
+    start = time.perf_counter()
+    settings = fingerprint_settings(metadata, *writer.fingerprint_options(provenance))
+    dataset = dataset or exp.root.resolve().name
+    out_dir, created = prepare_out_dir(exp, Path(out), dataset)
+    result = ExportResult(out_dir, format=writer.format)
+    try:
+        with FolderLock(out_dir):
+            remove_stale_temporaries(out_dir, known_temporaries())
+            folder = MetadataFolder.start(metadata, out_dir)
+            try:
+                _write_positions(exp, result, writer, settings, metadata=metadata,
+                                 provenance=provenance, workers=workers or default_workers(),
+                                 overwrite=overwrite, on_plane=on_plane)
+                if folder is not None:
+                    result.metadata_dir = folder.commit()
+            finally:
+                if folder is not None:
+                    folder.discard()
+    except BaseException:
+        if not result.files and not result.skipped:
+            remove_empty(created)
+        raise
+    order = {p.name: i for i, p in enumerate(exp.positions)}
+    result.entries.sort(key=lambda e: order[e.position])
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def outputs_to_write(
+    exp: Experiment,
+    result: ExportResult,
+    settings: str,
+    writer: ImageWriter,
+    overwrite: bool,
+) -> list[tuple[Position, Path, str]]:
+    """(position, target, fingerprint) of each output to write.
+
+    An existing output with the same fingerprint is up to date (recorded as
+    skipped); one made from other data is replaced only with ``overwrite``,
+    else an error before anything is written.
+    """
+    todo = []
+    for pos in exp.positions:
+        target = result.out_dir / f"{pos.name}{writer.suffix}"
+        fingerprint = source_fingerprint(exp, pos, settings)
+        status = "created"
+        if writer.present(target):
+            if writer.read_fingerprint(target) == fingerprint:
+                result.skipped.append(target)
+                result.entries.append(ExportEntry(pos.name, target, "skipped"))
+                continue
+            if not overwrite:
+                raise InputError(
+                    target,
+                    "exists and was written from other source planes or settings; "
+                    "use --overwrite to replace it",
+                )
+            status = "replaced"
+        result.entries.append(ExportEntry(pos.name, target, status))
+        todo.append((pos, target, fingerprint))
+    return todo
+
+
+def _write_positions(
+    exp: Experiment,
+    result: ExportResult,
+    writer: ImageWriter,
+    settings: str,
+    *,
+    metadata: ExperimentMetadata | None,
+    provenance: bool,
+    workers: int,
+    overwrite: bool,
+    on_plane: Callable[[int], None] | None,
+) -> None:
+    """The one per-position loop: decode -> describe -> write, run with the folder locked.
+
+    Planes of every position to write are decoded by one pool, in order and a
+    bounded number ahead, so the next position's first planes are ready when
+    the writer finishes one.
+    """
+    todo = outputs_to_write(exp, result, settings, writer, overwrite)
+    work = {pos.name: writer.plane_work(pos) for pos, _, _ in todo}
+
+    def run(item: tuple[Position, Path | None]) -> Any:
+        return work[item[0].name](item[1])
+
+    jobs = ((pos, path) for pos, _, _ in todo for path in exp.plane_paths(pos))
+    plane_bytes = max(
+        (exp.position_nbytes(p) // exp.planes_per_position for p, _, _ in todo), default=1
+    )
+    stream = ordered_map(run, jobs, workers, prefetch_window(workers, plane_bytes))
+    prov = provenance_pairs(exp) if provenance else None
+    done = set()
+    try:
+        for pos, target, fingerprint in todo:
+            spec = describe(exp, pos, metadata, provenance=prov, fingerprint=fingerprint)
+            writer.write(spec, itertools.islice(stream, spec.n_planes), target, on_plane)
+            result.files.append(target)
+            result.planes += spec.n_planes
+            result.nbytes += exp.position_nbytes(pos)
+            done.add(pos.name)
+    finally:
+        stream.close()
+        # What was not written is not in the report.
+        result.entries[:] = [e for e in result.entries
+                             if e.status == "skipped" or e.position in done]
