@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import imagecodecs
@@ -220,3 +221,46 @@ def test_output_permissions_follow_umask(build_layout, tmp_path):
     finally:
         os.umask(old)
     assert result.files[0].stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
+def test_json_report_lists_every_output_with_its_status(build_layout, tmp_path, capsys, fmt):
+    """`export --json`: one entry per position, created, then skipped on the re-run, then
+    replaced when the settings change (with --overwrite); the paths are the files there."""
+    from pyomero_upload.cli import main
+
+    if fmt == "ome-zarr":
+        pytest.importorskip("zarr", minversion="3")
+    root = build_layout(["pos001", "pos002"])
+    out = tmp_path / "out"
+    base = ["export", str(root), "-o", str(out), "-n", "ds", "--format", fmt, "--json"]
+
+    def run(*extra: str) -> dict:
+        assert main([*base, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    first = run()
+    suffix = ".ome.tiff" if fmt == "ome-tiff" else ".ome.zarr"
+    assert first["format"] == fmt and first["dataset"] == "ds"
+    assert [(e["position"], e["status"]) for e in first["outputs"]] == [
+        ("pos001", "created"), ("pos002", "created")]
+    assert [e["path"] for e in first["outputs"]] == [
+        str(out.resolve() / "ds" / f"pos00{i}{suffix}") for i in (1, 2)]
+    assert all(os.path.exists(e["path"]) for e in first["outputs"])
+    assert first["planes"] == 2 * 45 and first["metadata_dir"]
+    assert [e["status"] for e in run()["outputs"]] == ["skipped", "skipped"]
+    other = "zlib" if fmt == "ome-tiff" else "lz4"
+    changed = run("--compression", other, "--overwrite")
+    assert [e["status"] for e in changed["outputs"]] == ["replaced", "replaced"]
+
+
+def test_provenance_flag_both_ways(build_layout, tmp_path):
+    """`export --provenance` (the default, as on `upload`) and `--no-provenance`."""
+    from pyomero_upload.cli import main
+
+    root = build_layout(["pos001"])
+    for flag, want in (("--provenance", True), ("--no-provenance", False)):
+        out = tmp_path / flag
+        assert main(["-q", "export", str(root), "-o", str(out), "-n", "d", flag]) == 0
+        xml = tifffile.TiffFile(out / "d" / "pos001.ome.tiff").ome_metadata
+        assert ("pyomero-upload/provenance" in xml) is want

@@ -18,6 +18,7 @@ or a function of ``pyomero_upload.omero`` that raises.
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import threading
 import time
@@ -836,6 +837,41 @@ def test_metadata_saved_after_pixels_is_not_stale(uploaded, double, alice):
         assert unwrap(px.sha1) not in (None, "Pending...")
         assert px.getPhysicalSizeZ().getValue() == pytest.approx(0.6)
         assert state[("Pixels", px.id.val)]["fields"]["sha1"] == unwrap(px.sha1)
+
+
+def test_json_report_names_what_the_server_holds(double, alice, demo, capsys, monkeypatch):
+    """`upload --json`: the project, the dataset and one entry per position, each with
+    the id the server gave it, its status and its OMERO.web link; the re-run reports
+    the same ids as skipped."""
+    monkeypatch.setenv("OMERO_WEB_URL", "https://web.example.org/")
+    args = ["-q", "upload", str(demo), "--dataset", "report", "--host", double.host,
+            "--port", str(double.port), "--user", alice.name, "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    objects = {(o["class"], o["id"]): o for o in double.state()["objects"]}
+    dataset = first["dataset"]
+    assert objects[("Dataset", dataset["id"])]["fields"]["name"] == "report" == dataset["name"]
+    assert dataset["url"] == f"https://web.example.org/webclient/?show=dataset-{dataset['id']}"
+    project = first["project"]
+    assert objects[("Project", project["id"])]["fields"]["name"] == project["name"]
+    assert any(o["fields"]["parent"]["id"] == project["id"]
+               and o["fields"]["child"]["id"] == dataset["id"]
+               for (kind, _), o in objects.items() if kind == "ProjectDatasetLink")
+    in_dataset = {o["fields"]["child"]["id"] for (kind, _), o in objects.items()
+                  if kind == "DatasetImageLink" and o["fields"]["parent"]["id"] == dataset["id"]}
+    images = first["images"]
+    assert [i["position"] for i in images] == ["pos001", "pos002", "pos003"]
+    assert {i["status"] for i in images} == {"created"}
+    assert {i["id"] for i in images} == in_dataset
+    for entry in images:
+        assert objects[("Image", entry["id"])]["fields"]["name"] == entry["name"]
+        assert entry["url"] == f"https://web.example.org/webclient/?show=image-{entry['id']}"
+
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["dataset"]["id"] == dataset["id"]
+    assert [(i["id"], i["status"]) for i in again["images"]] == [
+        (i["id"], "skipped") for i in images]
 
 
 # --- tags and re-runs ------------------------------------------------------------------------

@@ -124,6 +124,9 @@ class PixelData:
         self.pyramid = pyramid
         self.exists = False  # the ROMIO file or the pyramid is on disk (server-side view)
         self.path = path
+        #: SHA-1 of each plane read since it was last written (plane index -> hex), so a
+        #: state dump hashes only what changed.
+        self._plane_sha1: dict[int, str] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.truncate(self.plane_size * self.size_z * self.size_c * self.size_t)
@@ -145,12 +148,24 @@ class PixelData:
             return f.read(length)
 
     def write(self, offset: int, data: bytes) -> None:
+        first = offset // self.plane_size
+        last = (offset + max(len(data), 1) - 1) // self.plane_size
+        for index in range(first, last + 1):
+            self._plane_sha1.pop(index, None)
         with open(self.path, "r+b") as f:
             f.seek(offset)
             f.write(data)
 
     def plane(self, z: int, c: int, t: int) -> bytes:
         return self.read(self.offset(z, c, t), self.plane_size)
+
+    def plane_sha1(self, z: int, c: int, t: int) -> str:
+        """SHA-1 of one plane's bytes (cached until the plane is written again)."""
+        index = self.offset(z, c, t) // self.plane_size
+        digest = self._plane_sha1.get(index)
+        if digest is None:
+            digest = self._plane_sha1[index] = hashlib.sha1(self.plane(z, c, t)).hexdigest()
+        return digest
 
     def sha1(self) -> str:
         """SHA-1 of the whole buffer in XYZCT order (RawPixelsBean.save, calculateMessageDigest)."""
@@ -301,7 +316,7 @@ class Database:
         pixels = {
             str(pid): {"size": [d.size_x, d.size_y, d.size_z, d.size_c, d.size_t],
                        "type": d.pixels_type, "pyramid": d.pyramid,
-                       "planes": {f"{z},{c},{t}": hashlib.sha1(d.plane(z, c, t)).hexdigest()
+                       "planes": {f"{z},{c},{t}": d.plane_sha1(z, c, t)
                                   for t in range(d.size_t) for c in range(d.size_c)
                                   for z in range(d.size_z)}}
             for pid, d in self.pixel_data.items()}
