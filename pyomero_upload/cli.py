@@ -65,6 +65,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
+
+
 def _add_layout_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help="experiment folder (holding pos001, pos002, ...)")
     g = p.add_argument_group("layout")
@@ -302,6 +312,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
         provenance=args.provenance,
         dry_run=args.dry_run,
         web_url=args.web_url or os.environ.get("OMERO_WEB_URL") or None,
+        dataset_id=args.dataset_id,
+        checksum=args.checksum,
+        wait_s=args.wait,
     )
     from .omero import require_omero
 
@@ -480,6 +493,8 @@ def add_upload_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("upload")
     g.add_argument("-n", "--dataset", dest="dataset",
                    help="dataset name (default: the experiment folder's name)")
+    g.add_argument("--dataset-id", type=_positive_int, metavar="ID",
+                   help="upload into this dataset (by id), e.g. where several share a name")
     g.add_argument("--project", help="project name (default: the metadata's Omero project)")
     g.add_argument("-y", "--hypercube", action=argparse.BooleanOptionalAction, default=True,
                    help="one 5-D image per position (default); --no-hypercube: one image "
@@ -493,6 +508,12 @@ def add_upload_options(p: argparse.ArgumentParser) -> None:
                    help="image processor from the pyomero_upload.image_processors entry points")
     g.add_argument("--dry-run", action="store_true",
                    help="connect and report what would be created or skipped; write nothing")
+    g.add_argument("--checksum", action="store_true",
+                   help="fingerprint the planes' contents (reads every file; as rsync -c) "
+                   "instead of their names, sizes and modification times")
+    g.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS while another upload writes into the dataset "
+                   "(default: refuse at once, naming it)")
     g.add_argument("--json", action="store_true",
                    help="print a report of the project, dataset and every image (id, status, "
                    "link) as JSON")

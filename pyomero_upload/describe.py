@@ -125,11 +125,30 @@ def fingerprint_settings(metadata: ExperimentMetadata | None, *options: object) 
                       sort_keys=True, default=str)
 
 
-def source_fingerprint(exp: Experiment, position: Position, settings: str = "") -> str:
+def content_sha1(path: Path) -> str:
+    """SHA-1 of a file's bytes (the ``--checksum`` fingerprints, as ``rsync -c``)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_facts(path: Path, checksum: bool) -> str:
+    if checksum:
+        return f"{path.name}|sha1:{content_sha1(path)}"
+    st = os.stat(path)
+    return f"{path.name}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def source_fingerprint(exp: Experiment, position: Position, settings: str = "",
+                       checksum: bool = False) -> str:
     """SHA-256 over the name, size and modification time of every source plane.
 
     Cheap (no pixel reads) and changes whenever a plane file is replaced,
     added or removed; used to decide whether an existing output is current.
+    With ``checksum`` each plane's contents are hashed instead of its size and
+    time (slower: every file is read), so a change that keeps both is seen too.
     """
     h = hashlib.sha256()
     h.update(f"{exp.t_values}|{exp.channels}|{exp.z_values}|{settings}".encode())
@@ -137,17 +156,21 @@ def source_fingerprint(exp: Experiment, position: Position, settings: str = "") 
         if path is None:
             h.update(b"<missing>\0")
             continue
-        st = os.stat(path)
-        h.update(f"{path.name}|{st.st_size}|{st.st_mtime_ns}\0".encode())
+        h.update(f"{_file_facts(path, checksum)}\0".encode())
     return h.hexdigest()
 
 
-def file_fingerprint(path: Path, settings: str = "") -> str:
-    """The fingerprint of a single plane file (the one-image-per-file mode)."""
-    st = path.stat()
-    return hashlib.sha256(
-        f"{path.name}|{st.st_size}|{st.st_mtime_ns}|{settings}".encode()
-    ).hexdigest()
+def file_fingerprint(path: Path, settings: str = "", identity: str = "",
+                     checksum: bool = False) -> str:
+    """The fingerprint of a single plane file (the one-image-per-file mode).
+
+    ``identity`` (the file's path in the experiment) is part of it, so that the
+    same file name in two positions never has the same fingerprint.
+    """
+    facts = _file_facts(path, checksum)
+    if identity:
+        facts = f"{identity}|{facts}"
+    return hashlib.sha256(f"{facts}|{settings}".encode()).hexdigest()
 
 
 def channel_info(name: str, metadata: ExperimentMetadata | None) -> ChannelInfo:
@@ -306,6 +329,7 @@ def describe_file(
     *,
     provenance: Sequence[tuple[str, str]] | None = None,
     settings: str = "",
+    fingerprint: str | None = None,
 ) -> ImageSpec:
     """One plane file as its own single-plane image (the original's non-hypercube mode).
 
@@ -323,7 +347,7 @@ def describe_file(
         channels=[channel_spec(channel, metadata)],
         planes=[],
         sources=[path],
-        fingerprint=file_fingerprint(path, settings),
+        fingerprint=fingerprint or file_fingerprint(path, settings),
         pixel_size_um=acq.pixel_size_um if acq else None,
         acquisition_date=acq.started if acq else None,
         microscope=acq.microscope if acq else None,

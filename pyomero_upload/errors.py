@@ -61,12 +61,16 @@ class OmeroTimeoutError(OmeroError):
     """The server did not answer in time (including a login that timed out)."""
 
 
+class DatasetBusyError(OmeroError):
+    """Another run is writing into the dataset (its claim is live); the message names it."""
+
+
 class ConnectionLostError(OmeroError):
     """The connection dropped and could not be re-established."""
 
 
 __all__ = [
-    "ConnectionLostError", "ConnectionRefusedError_", "InputError", "LoginRefusedError",
-    "OmeroError", "OmeroMissingError", "OmeroTimeoutError", "PluginError", "PyOmeroUploadError",
-    "UnknownHostError", "UsageError",
+    "ConnectionLostError", "ConnectionRefusedError_", "DatasetBusyError", "InputError",
+    "LoginRefusedError", "OmeroError", "OmeroMissingError", "OmeroTimeoutError", "PluginError",
+    "PyOmeroUploadError", "UnknownHostError", "UsageError",
 ]

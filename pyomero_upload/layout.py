@@ -336,9 +336,9 @@ PROBE_BATCH = 64
 def probe_positions(exp: Experiment, workers: int | None = None) -> None:
     """Read every plane's header; set each position's shape and pixel type.
 
-    Raises :class:`InputError` on the first file that is unreadable, not
-    greyscale, or differs in shape or pixel type from the rest of its
-    position.
+    Raises:
+        InputError: On the first file that is unreadable, not greyscale, or
+            differs in shape or pixel type from the rest of its position.
     """
     jobs = [(p, key, f) for p in exp.positions for key, f in sorted(p.files.items())]
     from concurrent.futures import ThreadPoolExecutor
@@ -381,22 +381,23 @@ def discover(
 ) -> Experiment:
     """Index an experiment folder.
 
-    Parameters
-    ----------
-    root
-        The experiment folder (holding the position folders).
-    rule
-        Naming rule for position folders and plane files.
-    channel_order
-        Preferred channel order (from metadata or the user).
-    allow_missing
-        If False, any plane missing from any position is an error naming
-        each one; if True they are recorded in ``Position.missing`` and the
-        writers fill them with zeros.
-    workers
-        Threads for reading every plane's header (which gives each
-        position's shape and pixel type, and rejects mixed ones); default
-        all cores.
+    Args:
+        root: The experiment folder (holding the position folders).
+        rule: Naming rule for position folders and plane files.
+        channel_order: Preferred channel order (from metadata or the user).
+        allow_missing: If False, any plane missing from any position is an
+            error naming each one; if True they are recorded in
+            ``Position.missing`` and the writers fill them with zeros.
+        workers: Threads for reading every plane's header (which gives each
+            position's shape and pixel type, and rejects mixed ones); default
+            all cores.
+
+    Returns:
+        The indexed experiment, every position probed.
+
+    Raises:
+        InputError: The folder, a position or a plane file cannot be used
+            (the message names it).
     """
     root = Path(root)
     rule = rule or NamingRule()

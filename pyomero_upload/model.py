@@ -29,6 +29,8 @@ FILLED_NS = "pyomero-upload/filled-planes"
 SOURCE_NS = "pyomero-upload/source"
 #: Our namespace for attached raw files (the Acq and log files, attachments).
 ATTACHMENT_NS = "pyomero-upload/attachment"
+#: Our namespace for a run's claim on a dataset (one writer per dataset).
+CLAIM_NS = "pyomero-upload/claim"
 #: OMERO's namespace for tables (OMERO.tables / bulk annotations).
 BULK_ANNOTATIONS_NS = "openmicroscopy.org/omero/bulk_annotations"
 

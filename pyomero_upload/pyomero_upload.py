@@ -40,13 +40,27 @@ class PyOmeroUploader:
     ) -> int:
         """Upload ``data_path`` into dataset ``dataset_name``; return the dataset id.
 
-        ``parser_class``: a metadata parser class (``extract_metadata(path)``);
-        ``image_processor_impl``: an :class:`~pyomero_upload.upload.ImageProcessor`
-        class or instance.  One login for the whole upload, always closed.
+        One login for the whole upload, always closed.
+
+        Args:
+            dataset_name: The target dataset (found, else created).
+            data_path: The experiment folder.
+            hypercube: One 5-D image per position (else one image per plane file).
+            parser_class: A metadata parser class (``extract_metadata(path)``).
+            image_processor_impl: An :class:`~pyomero_upload.plugins.ImageProcessor`
+                class or instance.
+            include_provenance_kvps: Add the provenance key-value pairs.
+            ignore_metadata: Read no metadata.
+            project: The project's name (default: the metadata's).
+            workers: CPU cores to use (default: all).
+            client_factory: Makes the ``omero.client`` (tests).
+
+        Returns:
+            The dataset's id.
 
         Raises:
-            pyomero_upload.errors.OmeroError: the server or connection failed.
-            pyomero_upload.errors.InputError: the data or a plug-in failed.
+            pyomero_upload.errors.OmeroError: The server or connection failed.
+            pyomero_upload.errors.InputError: The data or a plug-in failed.
         """
         from .omero.connection import Connection, ConnectionSettings
         from .plugins.base import UploadOptions

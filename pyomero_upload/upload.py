@@ -5,6 +5,7 @@ through :mod:`pyomero_upload.omero`, which answers with ids and dataclasses.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -22,11 +23,12 @@ from .describe import (
     provenance_pairs,
     source_fingerprint,
 )
-from .errors import OmeroError, PluginError
+from .errors import InputError, OmeroError, PluginError, UsageError
 from .layout import Experiment, Position
 from .model import CLIENT_MAP_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
 from .omero import annotations as anns
 from .omero import containers, images, queries
+from .omero.claims import DatasetClaim
 from .omero.connection import Connection
 from .parallel import InOrder, default_workers, ordered_map, prefetch_window
 from .planes import read_plane
@@ -35,16 +37,40 @@ from .plugins.base import DatasetRef, ImageProcessor, UploadOptions, UploadResul
 log = logging.getLogger(__name__)
 
 
+def unit_identity(exp: Experiment, position: Position, plane: Path | None = None) -> str:
+    """What an image is the upload of, stored on it and never inferred from its name:
+    the position, or in one-image-per-file mode the plane file's path in the experiment."""
+    if plane is None:
+        return position.name
+    try:
+        return plane.relative_to(exp.root).as_posix()
+    except ValueError:
+        return f"{position.name}/{plane.name}"
+
+
 class DefaultImageProcessor(ImageProcessor):
-    """One hypercube per position (or one image per plane file), in parallel."""
+    """One hypercube per position (or one image per plane file), in parallel.
+
+    Each image records its identity (:func:`unit_identity`) and fingerprint; a
+    unit sees, skips, replaces and removes only images of its own identity.  A
+    replacement is written as a new image and the old one removed only once
+    the new one is complete, so a failed replacement leaves the good copy.
+    Extra images of a unit (what an interrupted run left: incomplete or
+    superseded copies) are removed once a complete, current one exists.
+    """
 
     def process(self, conn, exp, metadata, dataset, options, result, on_plane=None) -> None:
         workers = options.workers or default_workers()
+        checksum = options.checksum
         settings = fingerprint_settings(metadata, options.provenance, options.hypercube,
-                                        "omero-1")
+                                        "omero-1", *(("checksum",) if checksum else ()))
         existing: dict[str, list[queries.ExistingImage]] = {}
         for img in queries.existing_images(conn, dataset.id):
-            existing.setdefault(img.name, []).append(img)
+            # Images from before identities were recorded: a hypercube's name is its
+            # position; a single-plane image's name is not unique, so it is left alone.
+            ident = img.source or (img.name if options.hypercube else None)
+            if ident is not None:
+                existing.setdefault(ident, []).append(img)
         tags = anns.ensure_tags(conn, metadata.tags) if metadata and metadata.tags else []
         prov = provenance_pairs(exp, action="Upload") if options.provenance else []
         lock = threading.Lock()
@@ -57,25 +83,38 @@ class DefaultImageProcessor(ImageProcessor):
             else [(f.name, p, (f, key[1])) for p in exp.positions
                   for key, f in zip(exp.plane_keys(), exp.plane_paths(p), strict=True) if f]
         )
-        # What to write: (position, plane file and channel or None, fingerprint).
-        jobs: list[tuple[Position, tuple[Path, str] | None, str]] = []
+        # What to write: (position, plane file and channel or None, identity, fingerprint,
+        # the unit's older images, removed once the new one is complete).
+        jobs: list[tuple[Position, tuple[Path, str] | None, str, str, list[int]]] = []
+        extras: list[int] = []
         for name, pos, single in units:
-            result.positions.setdefault(name, pos.name)
-            fp = (source_fingerprint(exp, pos, settings) if single is None
-                  else file_fingerprint(single[0], settings))
-            old = existing.get(name, [])
-            done = [o for o in old if o.complete and o.fingerprint == fp]
+            ident = unit_identity(exp, pos, single[0] if single else None)
+            key = name if options.hypercube else ident
+            result.positions.setdefault(key, pos.name)
+            fp = (source_fingerprint(exp, pos, settings, checksum) if single is None
+                  else file_fingerprint(single[0], settings, ident, checksum))
+            old = existing.get(ident, [])
+            done = sorted((o for o in old if o.complete and o.fingerprint == fp),
+                          key=lambda o: o.id)
             if done:
-                result.skipped.append(name)
-                result.skipped_ids[name] = done[0].id
+                result.skipped.append(key)
+                result.skipped_ids[key] = done[0].id
+                extras += [o.id for o in old if o.id != done[0].id]
                 continue
-            (result.replaced if old else result.created).append(name)
-            if options.dry_run:
-                continue
-            if old:
-                containers.delete_images(conn, [o.id for o in old])
-            jobs.append((pos, single, fp))
-        if options.dry_run or not jobs:
+            (result.replaced if old else result.created).append(key)
+            if old and options.dry_run:
+                why = ("an incomplete upload" if not any(o.complete for o in old)
+                       else "changed source planes or settings")
+                log.info("%s: would replace image(s) %s (%s)", key,
+                         ", ".join(str(o.id) for o in old), why)
+            jobs.append((pos, single, ident, fp, [o.id for o in old]))
+        if options.dry_run:
+            return
+        if extras:  # under the dataset's claim: no other run is writing them
+            log.info("removing %d image(s) an earlier run left beside complete ones: %s",
+                     len(extras), ", ".join(map(str, extras)))
+            containers.delete_images(conn, extras)
+        if not jobs:
             return
         # Positions in parallel hide the server's latency; the cores are shared
         # among their decoders rather than oversubscribed.
@@ -86,7 +125,8 @@ class DefaultImageProcessor(ImageProcessor):
         # serial upload would give them); the pixels then go in parallel.
         turns = InOrder()
 
-        def run(i: int, pos: Position, single: tuple[Path, str] | None, fp: str) -> None:
+        def run(i: int, pos: Position, single: tuple[Path, str] | None, ident: str, fp: str,
+                old: list[int]) -> None:
             provenance = [*prov, ("Source checksum", fp)] if prov else []
             try:
                 if single is None:
@@ -95,22 +135,35 @@ class DefaultImageProcessor(ImageProcessor):
                     path, channel = single
                     plane = read_plane(path)
                     spec = describe_file(path, channel, plane.shape, plane.dtype.name, metadata,
-                                         provenance=provenance, settings=settings)
+                                         provenance=provenance, settings=settings,
+                                         fingerprint=fp)
                 turns.wait(i)
-                new = images.create_image(conn, dataset.id, spec)
+                new = images.create_image(conn, dataset.id, spec, identity=ident)
             finally:
                 turns.done(i)
-            if single is None:
-                window = prefetch_window(decoders, exp.position_nbytes(pos) // spec.n_planes)
-                stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
-                try:
-                    written = images.write(conn, dataset.id, spec, stream, tags, on_plane, new)
-                finally:
-                    stream.close()
-            else:
-                written = images.write(conn, dataset.id, spec, [plane], tags, on_plane, new)
+            try:
+                if single is None:
+                    window = prefetch_window(decoders,
+                                             exp.position_nbytes(pos) // spec.n_planes)
+                    stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
+                    try:
+                        written = images.write(conn, dataset.id, spec, stream, tags, on_plane,
+                                               new)
+                    finally:
+                        stream.close()
+                else:
+                    written = images.write(conn, dataset.id, spec, [plane], tags, on_plane, new)
+            except InputError:
+                # A source plane cannot be read: the new image can never be finished, so
+                # it goes now (any older copy stays, untouched).
+                with contextlib.suppress(Exception):
+                    containers.delete_images(conn, [new.image_id])
+                raise
+            # Only now, with the new image complete, does the old copy go.
+            containers.delete_images(conn, old)
+            key = spec.name if single is None else ident
             with lock:
-                result.image_ids[spec.name] = written.image_id
+                result.image_ids[key] = written.image_id
                 result.planes += spec.n_planes
                 result.nbytes += spec.nbytes
                 result.pixel_calls += written.pixel_calls
@@ -173,9 +226,21 @@ def upload_experiment(
 ) -> UploadResult:
     """Find or create the project and dataset, annotate them, upload the images.
 
+    Args:
+        conn: An open connection (:func:`pyomero_upload.connect`); left open.
+        exp: The experiment, discovered (and probed).
+        metadata: Its metadata (None: images without annotations).
+        options: The dataset, project and how to upload.
+        processor: The image processor (default :class:`DefaultImageProcessor`).
+        on_plane: Called with the byte count of each plane sent.
+
+    Returns:
+        What was created, replaced and skipped, with the ids (``to_dict()``
+        is the ``--json`` report).
+
     Raises:
-        OmeroError: the server or the connection failed (any omero-py/Ice error).
-        PluginError: a custom image processor failed with anything else.
+        OmeroError: The server or the connection failed (any omero-py/Ice error).
+        PluginError: A custom image processor failed with anything else.
     """
     start = time.perf_counter()
     project_name = options.project or (metadata.project if metadata else None)
@@ -183,33 +248,67 @@ def upload_experiment(
                           project_name=project_name, web_url=options.web_url)
     project_id = None
     try:
-        if project_name:
-            project_id, created = containers.ensure_project(conn, project_name, options.dry_run)
-            result.project_id = project_id
-            if created:
-                log.info("project %s: %s", project_name, "would be created" if options.dry_run
-                         else "created")
-        description = metadata.description if metadata else ""
-        dataset_id, created = containers.ensure_dataset(conn, options.dataset, project_id,
-                                                        description, options.dry_run)
+        if options.dataset_id is not None:
+            name = queries.dataset_name(conn, options.dataset_id)
+            if name is None:
+                raise UsageError(f"--dataset-id {options.dataset_id}: no such dataset that "
+                                 "this user can read")
+            dataset_id: int | None = options.dataset_id
+            result.dataset_name = name
+        else:
+            if project_name:
+                project_id, created = containers.ensure_project(conn, project_name,
+                                                                options.dry_run)
+                result.project_id = project_id
+                if created:
+                    log.info("project %s: %s", project_name,
+                             "would be created" if options.dry_run else "created")
+            description = metadata.description if metadata else ""
+            dataset_id, created = containers.ensure_dataset(conn, options.dataset, project_id,
+                                                            description, options.dry_run)
         if dataset_id is None:  # dry run, dataset absent: everything would be created
             units = ([(p.name, p.name) for p in exp.positions] if options.hypercube
-                     else [(f.name, p.name) for p in exp.positions for f in exp.plane_paths(p)
-                           if f])
+                     else [(unit_identity(exp, p, f), p.name) for p in exp.positions
+                           for f in exp.plane_paths(p) if f])
             result.created = [name for name, _ in units]
             for name, pos_name in units:
                 result.positions.setdefault(name, pos_name)
             result.seconds = time.perf_counter() - start
             return result
         result.dataset_id = dataset_id
-        if not options.dry_run:
-            annotate_dataset(conn, dataset_id, exp, metadata, options.provenance)
     except Exception as exc:
         raise (conn.translate(exc) or exc) from None
+    if options.dry_run:
+        _process(conn, exp, metadata, dataset_id, options, result, processor, on_plane)
+    else:
+        # One writer per dataset, across machines: the claim is OMERO's own state.
+        try:
+            claim = DatasetClaim(conn, dataset_id, wait_s=options.wait_s)
+            claim.__enter__()
+        except Exception as exc:
+            raise (conn.translate(exc) or exc) from None
+        try:
+            try:
+                annotate_dataset(conn, dataset_id, exp, metadata, options.provenance)
+            except Exception as exc:
+                raise (conn.translate(exc) or exc) from None
+            _process(conn, exp, metadata, dataset_id, options, result, processor, on_plane)
+        finally:
+            claim.__exit__(None, None, None)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _process(conn: Connection, exp: Experiment, metadata: ExperimentMetadata | None,
+             dataset_id: int, options: UploadOptions, result: UploadResult,
+             processor: ImageProcessor | None,
+             on_plane: Callable[[int], None] | None) -> None:
+    """Run the image processor; its failures as OMERO errors or as the plug-in's."""
     processor = processor or DefaultImageProcessor()
     try:
-        processor.process(conn, exp, metadata, DatasetRef(dataset_id, options.dataset), options,
-                          result, on_plane)
+        processor.process(conn, exp, metadata,
+                          DatasetRef(dataset_id, result.dataset_name or options.dataset),
+                          options, result, on_plane)
     except (OmeroError, PluginError):
         raise
     except Exception as exc:
@@ -223,8 +322,6 @@ def upload_experiment(
         raise PluginError(f"image processor {name}",
                           f"failed: {type(exc).__name__}: {exc} (-v shows the traceback)"
                           ) from exc
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 __all__ = ["DatasetRef", "DefaultImageProcessor", "ImageProcessor", "UploadOptions",

@@ -1068,3 +1068,200 @@ def test_lost_connection_during_a_pyramid_stops_and_the_rerun_replaces_it(
     assert _pyramid_flags(double, alice) == [True]
     _check_synthetic(reader, planes, ["GFP"])
     assert alive_once_settled(double, alice, 1).count(True) == 1  # the Reader's
+
+
+# --- never lose a good copy, never duplicate ---------------------------------------------------
+
+
+def _dataset_images(reader, name: str = "run1"):
+    (dataset,) = [d for d in reader.kind("Dataset") if unwrap(d.name) == name]
+    return dataset.id.val, reader.images(dataset.id.val)
+
+
+def _source_state(reader, image_id: int) -> dict[str, str]:
+    for a in reader.annotations("Image", image_id):
+        if isinstance(a, omero.model.MapAnnotationI) and unwrap(a.ns) == SOURCE_NS:
+            return {nv.name: nv.value for nv in a.getMapValue()}
+    return {}
+
+
+def _planes_of(root, position: str) -> np.ndarray:
+    planes = [read_png(p) for _t, _c, _z, p in sorted(
+        demo_planes(root, position), key=lambda q: (q[0], CHANNELS.index(q[1]), q[2]))]
+    return np.stack(planes)
+
+
+def test_failed_replacement_keeps_the_complete_copy(double, alice, build_layout, reader,
+                                                    capsys):
+    """A plane damaged after a complete upload: the re-run fails on it, naming the file,
+    removes the replacement it had begun, and the complete, pixel-exact pos002 is still
+    there, the only image of pos002."""
+    root = build_layout(["pos001", "pos002"])
+    assert upload(double, alice, root) == 0
+    _, before = _dataset_images(reader)
+    old = {unwrap(i.name): i.id.val for i in before}
+    expected = reader.array(old["pos002"])
+    bad = sorted((root / "pos002").glob("*.png"))[7]
+    data = bad.read_bytes()
+    bad.unlink()  # hard-linked to the demo: never write through the link
+    bad.write_bytes(data[: len(data) // 3])
+    assert upload(double, alice, root) == 1
+    assert bad.name in capsys.readouterr().err
+    _, after = _dataset_images(reader)
+    assert sorted((unwrap(i.name), i.id.val) for i in after) == sorted(old.items())
+    assert _source_state(reader, old["pos002"])["Status"] == "complete"
+    np.testing.assert_array_equal(reader.array(old["pos002"]), expected)
+
+
+def test_single_plane_mode_keeps_one_image_per_source_file(double, alice, build_layout,
+                                                           reader, capsys):
+    """--no-hypercube where every position has the same file names, sizes and times
+    (hard links): one image per plane file after every run, a change replaces only
+    its own file's image."""
+    root = build_layout(["pos001", "pos002", "pos003"])
+    n = sum(1 for _ in root.glob("pos*/*.png"))
+    assert upload(double, alice, root, "--no-hypercube", "-x") == 0
+    _, first = _dataset_images(reader)
+    assert len(first) == n
+    sources = {_source_state(reader, i.id.val)["Source"]: i.id.val for i in first}
+    assert len(sources) == n and all(s.startswith("pos00") for s in sources)
+    assert upload(double, alice, root, "--no-hypercube", "-x") == 0
+    _, second = _dataset_images(reader)
+    assert sorted(i.id.val for i in second) == sorted(i.id.val for i in first)
+    changed = root / "pos002" / "microscope1_000002_GFP_003.png"
+    changed.unlink()
+    changed.write_bytes(_png(np.full((512, 512), 9, np.uint16)))
+    assert upload(double, alice, root, "--no-hypercube", "-x") == 0
+    _, third = _dataset_images(reader)
+    now = {_source_state(reader, i.id.val)["Source"]: i.id.val for i in third}
+    assert len(third) == n and set(now) == set(sources)
+    moved = [s for s in now if now[s] != sources[s]]
+    assert moved == ["pos002/microscope1_000002_GFP_003.png"]
+    assert (reader.array(now[moved[0]]) == 9).all()
+
+
+def _png(plane: np.ndarray) -> bytes:
+    import imagecodecs
+
+    return imagecodecs.png_encode(plane)
+
+
+def test_two_uploads_at_once_leave_one_copy(double, alice, demo, reader, tmp_path):
+    """Two processes upload the same experiment at the same moment: one writes, the
+    other refuses with one line naming the writer; a --wait run waits and skips."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "OMERO_PASSWORD": alice.password}
+    cmd = [sys.executable, "-m", "pyomero_upload", "-q", "upload", str(demo), "--dataset",
+           "race", "--host", double.host, "--port", str(double.port), "--user", alice.name]
+    runs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in runs]
+    codes = sorted(code for code, _ in results)
+    errors = [err for code, err in results if code]
+    if codes == [0, 7]:
+        (err,) = errors
+        assert "being written by another upload" in err and alice.name in err
+        assert len(err.strip().splitlines()) == 1
+    else:  # the second started after the first had finished: it skipped everything
+        assert codes == [0, 0], results
+    assert subprocess.run([*cmd, "--wait", "300"], env=env).returncode == 0
+    _, images = _dataset_images(reader, "race")
+    assert sorted(unwrap(i.name) for i in images) == ["pos001", "pos002", "pos003"]
+    (dataset,) = [d for d in reader.kind("Dataset") if unwrap(d.name) == "race"]
+    anns = reader.annotations("Dataset", dataset.id.val)
+    assert not [a for a in anns if unwrap(a.ns) == "pyomero-upload/claim"]
+    ids = [a.id.val for a in anns]
+    assert len(ids) == len(set(ids))
+    assert upload(double, alice, demo, dataset="alone") == 0  # what one upload links
+    (alone,) = [d for d in reader.kind("Dataset") if unwrap(d.name) == "alone"]
+
+    def kinds(annotations):
+        return Counter((type(a).__name__, unwrap(a.ns)) for a in annotations)
+
+    assert kinds(anns) == kinds(reader.annotations("Dataset", alone.id.val))
+
+
+def test_a_live_claim_refuses_and_a_stale_one_is_removed(double, alice, demo, reader, capsys,
+                                                         monkeypatch):
+    """A claim another run holds (fresh heartbeat) makes the upload refuse at once,
+    naming its user and host; one without a heartbeat for 5 minutes is a dead run's:
+    removed, and the upload goes ahead."""
+    from pyomero_upload.omero import claims
+
+    assert upload(double, alice, demo, "--dataset", "claimed") == 0
+    (dataset,) = [d for d in reader.kind("Dataset") if unwrap(d.name) == "claimed"]
+    did = dataset.id.val
+
+    def claim(beat: float) -> int:
+        ann = omero.model.MapAnnotationI()
+        ann.setNs(rstring("pyomero-upload/claim"))
+        ann.setMapValue([omero.model.NamedValue(k, v) for k, v in [
+            ("Run", "other"), ("User", "bob"), ("Host", "labpc"), ("Started", "earlier"),
+            ("Heartbeat", str(beat))]])
+        link = omero.model.DatasetAnnotationLinkI()
+        link.setParent(omero.model.DatasetI(did, False))
+        link.setChild(ann)
+        return reader.sf.getUpdateService().saveAndReturnObject(link).child.id.val
+
+    live = claim(time.time())
+    assert upload(double, alice, demo, "--dataset", "claimed") == 7
+    err = capsys.readouterr().err
+    assert "bob on labpc" in err and len(err.strip().splitlines()) == 1
+    remaining = [a.id.val for a in reader.annotations("Dataset", did)
+                 if unwrap(a.ns) == "pyomero-upload/claim"]
+    assert remaining == [live]  # ours was withdrawn, theirs left alone
+    # The stale case: the same claim, seen from far in the future.
+    monkeypatch.setattr(claims, "_clock", lambda: time.time() + 3600)
+    assert upload(double, alice, demo, "--dataset", "claimed") == 0
+    assert not [a for a in reader.annotations("Dataset", did)
+                if unwrap(a.ns) == "pyomero-upload/claim"]
+
+
+def test_two_datasets_of_the_name_are_refused_listing_both(double, alice, demo, reader,
+                                                           capsys):
+    update = reader.sf.getUpdateService()
+    ids = []
+    for _ in range(2):
+        d = omero.model.DatasetI()
+        d.setName(rstring("twice"))
+        ids.append(update.saveAndReturnObject(d).id.val)
+    assert upload(double, alice, demo, "--dataset", "twice", "-x") == 2
+    err = capsys.readouterr().err
+    assert f"ids {ids[0]}, {ids[1]}" in err and "--dataset-id" in err
+    assert reader.images(ids[0]) == [] and reader.images(ids[1]) == []
+    assert upload(double, alice, demo, "--dataset", "twice", "-x",
+                  "--dataset-id", str(ids[1])) == 0
+    assert len(reader.images(ids[1])) == 3 and reader.images(ids[0]) == []
+
+
+def test_checksum_sees_a_change_that_keeps_size_and_time(double, alice, build_layout, reader):
+    """As rsync: by default a plane rewritten with the same size and time is not seen;
+    with --checksum it is, and only its position is replaced."""
+    import os
+
+    root = build_layout(["pos001", "pos002"])
+    assert upload(double, alice, root, "-x", dataset="plain") == 0
+    assert upload(double, alice, root, "-x", "--checksum", dataset="sums") == 0
+    plain = {unwrap(i.name): i.id.val for i in _dataset_images(reader, "plain")[1]}
+    sums = {unwrap(i.name): i.id.val for i in _dataset_images(reader, "sums")[1]}
+    plane = sorted((root / "pos001").glob("*.png"))[0]
+    st, data = plane.stat(), plane.read_bytes()
+    flipped = np.full_like(read_png(plane), 5)  # compresses to far fewer bytes
+    changed = _png(flipped)
+    assert len(changed) < len(data)
+    plane.unlink()  # hard-linked to the demo: never write through the link
+    # The same size: padding after the PNG's IEND chunk, which readers ignore.
+    plane.write_bytes(changed + b"\0" * (len(data) - len(changed)))
+    os.utime(plane, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert plane.stat().st_size == st.st_size and plane.stat().st_mtime_ns == st.st_mtime_ns
+    np.testing.assert_array_equal(read_png(plane), flipped)
+
+    assert upload(double, alice, root, "-x", dataset="plain") == 0
+    assert {unwrap(i.name): i.id.val for i in _dataset_images(reader, "plain")[1]} == plain
+    assert upload(double, alice, root, "-x", "--checksum", dataset="sums") == 0
+    now = {unwrap(i.name): i.id.val for i in _dataset_images(reader, "sums")[1]}
+    assert now["pos002"] == sums["pos002"] and now["pos001"] != sums["pos001"]
+    assert len(now) == 2
+    np.testing.assert_array_equal(reader.array(now["pos001"])[0, 0, 0], flipped)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..errors import UsageError
 from . import _ice
 from ._ice import rstring
-from .queries import find_dataset, find_project
+from .queries import find_datasets, find_project
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -30,26 +31,49 @@ def ensure_project(conn: Connection, name: str, dry_run: bool = False) -> tuple[
 
 def ensure_dataset(conn: Connection, name: str, project_id: int | None = None,
                    description: str = "", dry_run: bool = False) -> tuple[int | None, bool]:
-    """The user's dataset of this name (in the project), created and linked if absent.
+    """The user's dataset of this name (in the project), created if absent.
+
+    A new dataset in a project is saved together with its link (one save of the
+    link with a new child), so a kill never leaves it outside the project.  Where
+    two runs created it at once, the oldest is kept and this run's own, still
+    empty, removed.
 
     Returns:
         (dataset id, created).  In a dry run an absent dataset is (None, True).
+
+    Raises:
+        UsageError: Several datasets of this name exist (their ids are listed;
+            choose one with ``--dataset-id``).
     """
-    dataset_id = find_dataset(conn, name, project_id)
-    if dataset_id is not None or dry_run:
-        return dataset_id, dataset_id is None
+    found = find_datasets(conn, name, project_id)
+    if len(found) > 1:
+        raise _ambiguous(name, found)
+    if found or dry_run:
+        return (found[0] if found else None), not found
     model = _ice.omero.model
     d = model.DatasetI()
     d.setName(rstring(name))
     if description:
         d.setDescription(rstring(description))
-    dataset_id = conn.update.saveAndReturnObject(d).id.val
     if project_id is not None:
         link = model.ProjectDatasetLinkI()
         link.setParent(model.ProjectI(project_id, False))
-        link.setChild(model.DatasetI(dataset_id, False))
-        conn.update.saveAndReturnObject(link)
+        link.setChild(d)
+        dataset_id = conn.update.saveAndReturnObject(link).child.id.val
+    else:
+        dataset_id = conn.update.saveAndReturnObject(d).id.val
+    found = find_datasets(conn, name, project_id)
+    if found and found[0] != dataset_id:  # another run made one first: use it
+        conn.client.submit(_ice.omero.cmd.Delete2(targetObjects={"Dataset": [dataset_id]}),
+                           loops=120, ms=500)
+        return found[0], False
     return dataset_id, True
+
+
+def _ambiguous(name: str, ids: Sequence[int]) -> UsageError:
+    return UsageError(
+        f"there are {len(ids)} datasets named {name!r} (ids {', '.join(map(str, ids))}); "
+        "choose one with --dataset-id ID")
 
 
 def delete_images(conn: Connection, ids: Sequence[int]) -> None:

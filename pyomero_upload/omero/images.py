@@ -27,11 +27,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class NewImage:
-    """An image just created: its id, its pixels' id, and its state annotation."""
+    """An image just created: its id, its pixels' id, its state annotation and identity."""
 
     image_id: int
     pixels_id: int
     source: AnnotationRef
+    identity: str = ""
 
 
 @dataclass
@@ -43,9 +44,10 @@ class WrittenImage:
     pixel_calls: int
 
 
-def create_image(conn: Connection, dataset_id: int, spec: ImageSpec) -> NewImage:
+def create_image(conn: Connection, dataset_id: int, spec: ImageSpec,
+                 identity: str = "") -> NewImage:
     """Create the empty image ``spec`` describes, link it to the dataset at once,
-    mark it incomplete.
+    mark it incomplete, with its ``identity`` (what it is the upload of).
 
     Linking first means an interruption never leaves an image outside its
     dataset; the "incomplete" mark means the next run replaces it.
@@ -64,11 +66,16 @@ def create_image(conn: Connection, dataset_id: int, spec: ImageSpec) -> NewImage
     link.setParent(model.DatasetI(dataset_id, False))
     link.setChild(model.ImageI(image_id, False))
     conn.update.saveAndReturnObject(link)
-    source = new_maps(conn, [([("Source fingerprint", spec.fingerprint),
-                               ("Status", "incomplete")], SOURCE_NS)])
+    source = new_maps(conn, [(_source_pairs(spec.fingerprint, "incomplete", identity),
+                              SOURCE_NS)])
     link_annotations(conn, "Image", image_id, source, new_target=True)
     pixels = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
-    return NewImage(image_id, pixels.id.val, source[0])
+    return NewImage(image_id, pixels.id.val, source[0], identity)
+
+
+def _source_pairs(fingerprint: str, status: str, identity: str) -> list[tuple[str, str]]:
+    pairs = [("Source fingerprint", fingerprint), ("Status", status)]
+    return pairs + [("Source", identity)] if identity else pairs
 
 
 def set_image_metadata(conn: Connection, image_id: int, spec: ImageSpec) -> None:
@@ -161,7 +168,7 @@ def write(
                      new_maps(conn, spec.map_annotations(source=False)) + list(tags),
                      new_target=True)
     finish_rendering(conn, new.image_id, new.pixels_id, writer.minmax)
-    mark_complete(conn, new.source, spec.fingerprint)
+    mark_complete(conn, new.source, spec.fingerprint, new.identity)
     return WrittenImage(new.image_id, new.pixels_id, writer.calls)
 
 
@@ -185,9 +192,10 @@ def finish_rendering(conn: Connection, image_id: int, pixels_id: int,
     conn.retry(thumbnail, "ThumbnailStore")
 
 
-def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str) -> None:
+def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str,
+                  identity: str = "") -> None:
     """The last step of an image: only now does a re-run treat it as done."""
-    set_map(conn, source.id, [("Source fingerprint", fingerprint), ("Status", "complete")])
+    set_map(conn, source.id, _source_pairs(fingerprint, "complete", identity))
 
 
 __all__ = ["NewImage", "WrittenImage", "create_image", "finish_rendering", "mark_complete",

@@ -26,6 +26,7 @@ Q_DATASET_IN_PROJECT = (
 Q_DATASET = (
     "select d from Dataset d where d.name = :name and d.details.owner.id = :uid order by d.id"
 )
+Q_DATASET_BY_ID = "select d from Dataset d where d.id = :did"
 Q_TAG = (
     "select t from TagAnnotation t where t.textValue = :text and t.details.owner.id = :uid "
     "order by t.id"
@@ -58,6 +59,9 @@ class ExistingImage:
     name: str
     fingerprint: str | None
     complete: bool
+    #: What the image is the upload of (a position, or a plane file's path in the
+    #: experiment); None for images uploaded before identities were recorded.
+    source: str | None = None
 
 
 @dataclass
@@ -88,14 +92,26 @@ def find_project(conn: Connection, name: str) -> int | None:
     return found[0].id.val if found else None
 
 
-def find_dataset(conn: Connection, name: str, project_id: int | None = None) -> int | None:
-    """The id of the user's oldest dataset of this name (in the project), or None."""
+def find_datasets(conn: Connection, name: str, project_id: int | None = None) -> list[int]:
+    """Ids of the user's datasets of this name (in the project), oldest first."""
     if project_id is not None:
         found = conn.query.findAllByQuery(
             Q_DATASET_IN_PROJECT, params(name=name, pid=project_id, uid=conn.user_id))
     else:
         found = conn.query.findAllByQuery(Q_DATASET, params(name=name, uid=conn.user_id))
-    return found[0].id.val if found else None
+    return sorted(d.id.val for d in found)
+
+
+def find_dataset(conn: Connection, name: str, project_id: int | None = None) -> int | None:
+    """The id of the user's oldest dataset of this name (in the project), or None."""
+    found = find_datasets(conn, name, project_id)
+    return found[0] if found else None
+
+
+def dataset_name(conn: Connection, dataset_id: int) -> str | None:
+    """The name of a dataset the user can read, or None where there is none."""
+    found = conn.query.findAllByQuery(Q_DATASET_BY_ID, params(did=dataset_id))
+    return unwrap(found[0].name) if found else None
 
 
 def find_tag(conn: Connection, text: str) -> int | None:
@@ -118,7 +134,7 @@ def existing_images(conn: Connection, dataset_id: int) -> list[ExistingImage]:
         pairs = facts.get(image.id.val, {})
         out.append(ExistingImage(image.id.val, unwrap(image.name),
                                  pairs.get("Source fingerprint"),
-                                 pairs.get("Status") == "complete"))
+                                 pairs.get("Status") == "complete", pairs.get("Source")))
     return out
 
 
@@ -164,4 +180,5 @@ def dataset_summary(conn: Connection, dataset_id: int) -> dict[str, Any]:
 
 
 __all__ = ["AnnotationInfo", "ExistingImage", "PixelsInfo", "annotations_of", "dataset_summary",
-           "existing_images", "find_dataset", "find_project", "find_tag", "pixels_of"]
+           "dataset_name", "existing_images", "find_dataset", "find_datasets", "find_project",
+           "find_tag", "pixels_of"]

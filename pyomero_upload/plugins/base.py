@@ -38,6 +38,12 @@ class UploadOptions:
         provenance: Add the tool, version, citation and checksums as key-value pairs.
         dry_run: Report what would be created or skipped; write nothing.
         web_url: OMERO.web's address, for the links in the report (none: no links).
+        dataset_id: Upload into this dataset (by id) instead of finding ``dataset``
+            by name.
+        checksum: Fingerprint the planes' contents (SHA-1 of every file) instead
+            of their names, sizes and times, as ``rsync -c`` does.
+        wait_s: How long to wait while another run writes into the dataset
+            (0: refuse at once, naming it).
     """
 
     dataset: str
@@ -47,6 +53,9 @@ class UploadOptions:
     provenance: bool = True
     dry_run: bool = False
     web_url: str | None = None
+    dataset_id: int | None = None
+    checksum: bool = False
+    wait_s: float = 0.0
 
 
 @dataclass
