@@ -9,12 +9,14 @@ refused, 4 unknown host, 5 connection refused, 6 timeout, 7 other OMERO error,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import (
@@ -29,6 +31,10 @@ from .errors import (
 )
 from .layout import DEFAULT_PLANE_PATTERN, DEFAULT_POSITION_PATTERN, Experiment, NamingRule
 from .model import ExperimentMetadata
+
+if TYPE_CHECKING:
+    from .engine import EngineSpec
+    from .export import ExportResult
 
 log = logging.getLogger("pyomero_upload")
 
@@ -220,7 +226,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     zarr = args.format == "ome-zarr"
     if zarr and args.bigtiff is not None:
@@ -229,15 +234,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--ngff-version applies to --format ome-zarr only")
     if not zarr and args.compression == "lz4":
         raise UsageError("--compression lz4 applies to --format ome-zarr only")
+    spec = _engine_spec(args)
     exp, metadata = _discover_with_metadata(args)
     show = sys.stderr.isatty() and not args.quiet
-    common = {
-        "metadata": metadata,
-        "provenance": args.provenance,
-        "workers": args.workers,
-        "pyramid": args.pyramid,
-        "overwrite": args.overwrite,
-    }
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if spec is not None:
+            from .engine import Engine
+
+            engine = stack.enter_context(Engine(spec))
+        common = {
+            "metadata": metadata,
+            "provenance": args.provenance,
+            "workers": args.workers,
+            "pyramid": args.pyramid,
+            "overwrite": args.overwrite,
+            "engine": engine,
+        }
+        result = _export(args, zarr, exp, common, show)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        print(result.summary())
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace, zarr: bool, exp: Experiment, common: dict,
+            show: bool) -> ExportResult:
+    from tqdm import tqdm
+
     with tqdm(
         total=exp.nbytes, unit="B", unit_scale=True, desc="export", disable=not show
     ) as bar:
@@ -260,11 +285,36 @@ def cmd_export(args: argparse.Namespace) -> int:
                 exp, args.output, args.dataset, **common, on_plane=bar.update,
                 compression=args.compression or "none", bigtiff=args.bigtiff,
             )
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    elif not args.quiet:
-        print(result.summary())
-    return EXIT_OK
+    return result
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("beyond one machine (Dask distributed: pip install "
+                             "'pyomero-upload[distributed]')")
+    g.add_argument("--cluster", metavar="local:N|slurm",
+                   help="local:N: N worker processes on this machine; slurm: workers as "
+                   "Slurm jobs (--jobs, --job-cores, --job-mem, --walltime, --queue, --account)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler (tls://HOST:8786; tcp:// on 127.0.0.1 only)")
+    g.add_argument("--scheduler-file", metavar="FILE", help="Dask's scheduler file")
+    g.add_argument("--jobs", type=_positive_int, default=1, help="Slurm jobs (default 1)")
+    g.add_argument("--job-cores", type=_positive_int, default=2,
+                   help="cores per Slurm job (default 2)")
+    g.add_argument("--job-mem", default="4GB", help="memory per Slurm job (default 4GB)")
+    g.add_argument("--walltime", default="1:00:00", help="Slurm walltime (default 1:00:00)")
+    g.add_argument("--queue", help="Slurm partition")
+    g.add_argument("--account", help="Slurm account")
+
+
+def _engine_spec(args: argparse.Namespace) -> EngineSpec | None:
+    if not (args.cluster or args.scheduler or args.scheduler_file):
+        return None
+    from .engine import EngineSpec
+
+    return EngineSpec(cluster=args.cluster, scheduler=args.scheduler,
+                      scheduler_file=args.scheduler_file, jobs=args.jobs,
+                      job_cores=args.job_cores, job_mem=args.job_mem, walltime=args.walltime,
+                      queue=args.queue, account=args.account)
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -461,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record the tool, version and time in each image (default: on)")
     p.add_argument("--json", action="store_true",
                    help="print a report of every output (written or skipped) as JSON")
+    _add_engine_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("upload", help="upload to OMERO: one 5-D image per position")

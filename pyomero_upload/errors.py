@@ -25,6 +25,10 @@ class InputError(PyOmeroUploadError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    def __reduce__(self) -> tuple[type, tuple[str | None, str]]:
+        # Raised in a Dask worker, it arrives whole in the coordinator.
+        return type(self), (self.path, self.problem)
+
 
 class PluginError(InputError):
     """A user-supplied plug-in (metadata parser, image processor) failed.

@@ -167,16 +167,17 @@ def _size(path: Path) -> int:
     return path.lstat().st_size
 
 
-def remove_stale_temporaries(out_dir: Path, patterns: Iterable[str] = ()) -> list[Path]:
+def remove_stale_temporaries(out_dir: Path, patterns: Iterable[str] = (),
+                             folder: bool = True) -> list[Path]:
     """Remove what an export killed hard (SIGKILL, power loss) left in ``out_dir``.
 
     Call with the folder's :class:`FolderLock` held: then no other export is
     writing, and every file with one of our temporary names is an orphan.
-    Only names matching :data:`FOLDER_TEMPORARIES` or ``patterns`` (the
-    writers' own) are touched.  Returns what was removed; one log line names
-    it with the space reclaimed.
+    Only names matching ``patterns`` (the writers' own) and, with ``folder``,
+    :data:`FOLDER_TEMPORARIES` are touched.  Returns what was removed; one log
+    line names it with the space reclaimed.
     """
-    ours = temporaries_pattern([*FOLDER_TEMPORARIES, *patterns])
+    ours = temporaries_pattern([*(FOLDER_TEMPORARIES if folder else ()), *patterns])
     stale = sorted(p for p in out_dir.iterdir() if ours.match(p.name))
     if not stale:
         return []

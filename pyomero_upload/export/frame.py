@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..describe import (
     ImageSpec,
@@ -38,6 +40,9 @@ from .folder import (
     remove_empty,
     remove_stale_temporaries,
 )
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 
 @dataclass
@@ -149,6 +154,7 @@ def run_export(
     workers: int | None = None,
     overwrite: bool = False,
     on_plane: Callable[[int], None] | None = None,
+    engine: Engine | None = None,
 ) -> ExportResult:
     """Write ``OUT/<dataset>/<position><writer.suffix>`` for every position.
 
@@ -161,7 +167,11 @@ def run_export(
         provenance: Record the tool, version and time in each image.
         workers: Decode threads (default: all cores).
         overwrite: Replace outputs written from other source planes or settings.
-        on_plane: Called with the byte count of each plane written.
+        on_plane: Called with the byte count of each plane written (with an
+            ``engine``, of each position).
+        engine: Run each position as a task on Dask (:mod:`pyomero_upload.engine`);
+            this process keeps the lock, the fingerprints and ``metadata/``, and
+            ``workers`` is then the decode threads per task.
 
     Returns:
         What was written and skipped.
@@ -188,9 +198,13 @@ def run_export(
             remove_stale_temporaries(out_dir, known_temporaries())
             folder = MetadataFolder.start(metadata, out_dir)
             try:
-                _write_positions(exp, result, writer, settings, metadata=metadata,
-                                 provenance=provenance, workers=workers or default_workers(),
-                                 overwrite=overwrite, on_plane=on_plane)
+                write = _write_positions if engine is None else partial(
+                    _write_positions_on, engine)
+                write(exp, result, writer, settings, metadata=metadata, provenance=provenance,
+                      workers=workers or default_workers(), overwrite=overwrite,
+                      on_plane=on_plane)
+                if engine is not None:  # what workers that died mid-position left
+                    remove_stale_temporaries(out_dir, known_temporaries(), folder=False)
                 if folder is not None:
                     result.metadata_dir = folder.commit()
             finally:
@@ -285,3 +299,73 @@ def _write_positions(
         # What was not written is not in the report.
         result.entries[:] = [e for e in result.entries
                              if e.status == "skipped" or e.position in done]
+
+
+def _write_positions_on(
+    engine: Engine,
+    exp: Experiment,
+    result: ExportResult,
+    writer: ImageWriter,
+    settings: str,
+    *,
+    metadata: ExperimentMetadata | None,
+    provenance: bool,
+    workers: int,
+    overwrite: bool,
+    on_plane: Callable[[int], None] | None,
+) -> None:
+    """The per-position loop on Dask: one task per position (:func:`write_position`),
+    the results taken in position order."""
+    todo = outputs_to_write(exp, result, settings, writer, overwrite)
+    prov = provenance_pairs(exp) if provenance else None
+    items = [(exp, pos, target, fingerprint, writer, metadata, prov, workers)
+             for pos, target, fingerprint in todo]
+    done = set()
+    try:
+        results = engine.map_ordered(write_position, items,
+                                     [f"export-{pos.name}" for pos, _, _ in todo])
+        for (pos, target, _), planes in zip(todo, results, strict=True):
+            result.files.append(target)
+            result.planes += planes
+            result.nbytes += exp.position_nbytes(pos)
+            done.add(pos.name)
+            if on_plane:
+                on_plane(exp.position_nbytes(pos))
+    finally:
+        result.entries[:] = [e for e in result.entries
+                             if e.status == "skipped" or e.position in done]
+
+
+def write_position(
+    exp: Experiment,
+    position: Position,
+    target: Path,
+    fingerprint: str,
+    writer: ImageWriter,
+    metadata: ExperimentMetadata | None,
+    provenance: list[tuple[str, str]] | None,
+    workers: int,
+) -> int:
+    """One position, start to end, as a task that may run more than once.
+
+    An output already at ``target`` with ``fingerprint`` is an earlier attempt's,
+    complete (outputs are renamed into place only when whole): nothing is done.
+    Otherwise the position is decoded with ``workers`` threads and written,
+    replacing what is there.  Returns the planes the position has.
+    """
+    if not exp.root.is_dir():
+        raise InputError(exp.root, f"experiment folder not reachable from {socket.gethostname()}")
+    if not target.parent.is_dir():
+        raise InputError(target.parent,
+                         f"output folder not reachable from {socket.gethostname()}")
+    if writer.present(target) and writer.read_fingerprint(target) == fingerprint:
+        return exp.planes_per_position
+    work = writer.plane_work(position)
+    window = prefetch_window(workers, exp.position_nbytes(position) // exp.planes_per_position)
+    stream = ordered_map(work, exp.plane_paths(position), workers, window)
+    try:
+        spec = describe(exp, position, metadata, provenance=provenance, fingerprint=fingerprint)
+        writer.write(spec, stream, target, None)
+    finally:
+        stream.close()
+    return spec.n_planes

@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .frame import ExportResult, ImageWriter, run_export
 from .ome_xml import fingerprint_in_xml, image_xml
 from .pyramid import downsample, pyramid_shapes
 from .writeback import StreamedFile
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 COMPRESSIONS = ("none", "zlib", "zstd")
 TILE = 256
@@ -206,6 +209,7 @@ def export_ome_tiff(
     bigtiff: bool | None = None,
     overwrite: bool = False,
     on_plane: Callable[[int], None] | None = None,
+    engine: Engine | None = None,
 ) -> ExportResult:
     """Write ``OUT/<dataset>/<position>.ome.tiff`` for every position.
 
@@ -222,6 +226,7 @@ def export_ome_tiff(
         bigtiff: Write BigTIFF (None: only where a file may pass 2 GB).
         overwrite: Replace files written from other source planes or settings.
         on_plane: Called with the byte count of each plane written.
+        engine: Write each position as a task on Dask (:mod:`pyomero_upload.engine`).
 
     Returns:
         What was written and skipped.
@@ -240,4 +245,4 @@ def export_ome_tiff(
     workers = workers or default_workers()
     writer = OmeTiffWriter(compression, pyramid, bigtiff, workers)
     return run_export(exp, out, dataset, writer, metadata=metadata, provenance=provenance,
-                      workers=workers, overwrite=overwrite, on_plane=on_plane)
+                      workers=workers, overwrite=overwrite, on_plane=on_plane, engine=engine)

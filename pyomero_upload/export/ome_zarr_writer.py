@@ -59,6 +59,8 @@ from .writeback import StreamedFiles
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..engine import Engine
+
 ZARR_SUFFIX = ".ome.zarr"
 NGFF_VERSIONS = ("0.5", "0.4")
 DEFAULT_NGFF_VERSION = "0.5"
@@ -555,6 +557,7 @@ def export_ome_zarr(
     ngff_version: str = DEFAULT_NGFF_VERSION,
     overwrite: bool = False,
     on_plane: Callable[[int], None] | None = None,
+    engine: Engine | None = None,
 ) -> ExportResult:
     """Write ``OUT/<dataset>/<position>.ome.zarr`` for every position.
 
@@ -572,6 +575,7 @@ def export_ome_zarr(
         ngff_version: ``0.5`` (Zarr v3, sharded; default) or ``0.4`` (Zarr v2).
         overwrite: Replace stores written from other source planes or settings.
         on_plane: Called with the byte count of each plane written.
+        engine: Write each position as a task on Dask (:mod:`pyomero_upload.engine`).
 
     Returns:
         What was written and skipped.
@@ -591,7 +595,7 @@ def export_ome_zarr(
     _require_zarr()
     return run_export(exp, out, dataset, OmeZarrWriter(fmt, pyramid), metadata=metadata,
                       provenance=provenance, workers=workers or default_workers(),
-                      overwrite=overwrite, on_plane=on_plane)
+                      overwrite=overwrite, on_plane=on_plane, engine=engine)
 
 
 def _require_zarr() -> None:

@@ -1,0 +1,182 @@
+"""Beyond one machine: exports with one task per position on Dask distributed.
+
+A LocalCluster of worker processes on 127.0.0.1, and a scheduler plus a worker
+started as the `dask` commands a lab would run, both with no dashboard; every
+file is checked against the in-process export of the same experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("distributed", reason="Dask distributed not installed (the test extra)")
+
+from pyomero_upload.cli import main  # noqa: E402
+from pyomero_upload.engine import Engine, EngineSpec, check_address  # noqa: E402
+from pyomero_upload.errors import InputError, UsageError  # noqa: E402
+from pyomero_upload.export import OmeTiffWriter, export_ome_tiff  # noqa: E402
+from pyomero_upload.export.frame import write_position  # noqa: E402
+from pyomero_upload.layout import discover  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def reference(demo, tmp_path_factory):
+    """The in-process export of the demo: what every distributed run must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    export_ome_tiff(discover(demo), out, "demo", workers=2)
+    return out / "demo"
+
+
+def _same_pixels(folder: Path, reference: Path) -> None:
+    names = sorted(p.name for p in reference.glob("*.ome.tiff"))
+    assert sorted(p.name for p in folder.glob("*.ome.tiff")) == names
+    for name in names:
+        np.testing.assert_array_equal(tifffile.imread(folder / name),
+                                      tifffile.imread(reference / name))
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_local_cluster_export_equals_the_in_process_one(demo, reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["export", str(demo), "-o", str(out), "-n", "demo", "--cluster", "local:2",
+            "--workers", "1", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(e["position"], e["status"]) for e in report["outputs"]] == [
+        ("pos001", "created"), ("pos002", "created"), ("pos003", "created")]
+    _same_pixels(out / "demo", reference)
+    assert (out / "demo" / "metadata").is_dir()  # written by the coordinator
+    assert main(args) == 0  # the re-run: every position up to date, nothing submitted
+    assert {e["status"] for e in json.loads(capsys.readouterr().out)["outputs"]} == {"skipped"}
+
+
+class DyingWriter(OmeTiffWriter):
+    """Kills its worker process (as the OOM killer or a node failure would) halfway
+    through the first attempt at each position; later attempts write normally."""
+
+    def __init__(self, marks: Path):
+        super().__init__(workers=1)
+        self.marks = marks
+
+    def write(self, spec, planes, target, on_plane):
+        mark = self.marks / spec.name
+        if not mark.exists():
+            mark.touch()
+
+            def half_then_die():
+                for i, plane in enumerate(planes):
+                    if i == spec.n_planes // 2:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    yield plane
+
+            return super().write(spec, half_then_die(), target, on_plane)
+        return super().write(spec, planes, target, on_plane)
+
+
+def test_a_worker_killed_mid_position_leaves_one_complete_file_each(demo, reference,
+                                                                    tmp_path):
+    """Dask runs each position again on another worker; the result is the in-process
+    export, with no temporary file of the dead attempts left."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    from pyomero_upload.export.frame import run_export
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with Engine(EngineSpec(cluster="local:2")) as engine:
+        result = run_export(discover(demo), tmp_path / "out", "demo", DyingWriter(marks),
+                            workers=1, engine=engine)
+    assert sorted(p.name for p in marks.iterdir()) == ["pos001", "pos002", "pos003"]
+    assert [e.status for e in result.entries] == ["created"] * 3
+    _same_pixels(tmp_path / "out" / "demo", reference)
+
+
+def test_a_task_run_twice_writes_once(demo, tmp_path):
+    """At least once: the second run of a position finds its output complete and
+    leaves it as it is."""
+    exp = discover(demo)
+    target = tmp_path / "pos001.ome.tiff"
+    writer = OmeTiffWriter(workers=1)
+    args = (exp, exp.positions[0], target, "f" * 64, writer, None, None, 1)
+    assert write_position(*args) == exp.planes_per_position
+    before = target.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert write_position(*args) == exp.planes_per_position
+    assert target.stat().st_mtime_ns == before
+
+
+def test_an_unreachable_folder_names_the_path_and_host(demo, tmp_path):
+    import socket
+
+    exp = discover(demo)
+    exp.root = tmp_path / "not-mounted-here"
+    with pytest.raises(InputError, match=f"not reachable from {socket.gethostname()}") as err:
+        write_position(exp, exp.positions[0], tmp_path / "x.ome.tiff", "f", OmeTiffWriter(),
+                       None, None, 1)
+    assert err.value.path == str(exp.root)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err.value))  # as it crosses from a worker
+    assert (again.path, again.problem) == (err.value.path, err.value.problem)
+
+
+@pytest.mark.parametrize("address, ok", [
+    ("tcp://127.0.0.1:8786", True), ("tls://scheduler.lab.example:8786", True),
+    ("tcp://10.11.12.13:8786", False), ("udp://127.0.0.1:1", False)])
+def test_plain_tcp_only_on_loopback(address, ok):
+    if ok:
+        check_address(address)
+    else:
+        with pytest.raises(UsageError, match="tls://"):
+            check_address(address)
+
+
+def test_one_engine_option_at_a_time():
+    with pytest.raises(UsageError, match="one of"):
+        EngineSpec(cluster="local:2", scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(UsageError, match="local:N"):
+        EngineSpec(cluster="local:zero")
+
+
+def test_a_lab_scheduler_and_worker_through_the_scheduler_file(demo, reference, tmp_path):
+    """`dask scheduler` and `dask worker`, as a lab starts them, on 127.0.0.1; the export
+    joins them through the scheduler file."""
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
+    if dask is None:
+        pytest.skip("the dask command is not installed")
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        procs.append(subprocess.Popen(
+            [dask, "worker", "--scheduler-file", str(sched_file), "--nworkers", "2",
+             "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        out = tmp_path / "out"
+        assert main(["-q", "export", str(demo), "-o", str(out), "-n", "demo",
+                     "--scheduler-file", str(sched_file), "--workers", "1"]) == 0
+        _same_pixels(out / "demo", reference)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
