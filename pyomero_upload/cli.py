@@ -369,14 +369,21 @@ def cmd_upload(args: argparse.Namespace) -> int:
     from .omero import require_omero
 
     require_omero()
+    spec = _engine_spec(args)
+    options.max_uploads = args.max_uploads
     conn = connect(args)
     try:
-        show = sys.stderr.isatty() and not args.quiet and not args.dry_run
-        with tqdm(total=exp.nbytes, unit="B", unit_scale=True, desc="upload",
-                  disable=not show) as bar:
-            # omero-py/Ice failures arrive as OmeroError; anything else is a bug and
-            # keeps its traceback (a plug-in's arrives as PluginError).
-            result = upload_experiment(conn, exp, metadata, options, processor, bar.update)
+        with contextlib.ExitStack() as stack:
+            if spec is not None:
+                from .engine import Engine
+
+                options.engine = stack.enter_context(Engine(spec))
+            show = sys.stderr.isatty() and not args.quiet and not args.dry_run
+            with tqdm(total=exp.nbytes, unit="B", unit_scale=True, desc="upload",
+                      disable=not show) as bar:
+                # omero-py/Ice failures arrive as OmeroError; anything else is a bug and
+                # keeps its traceback (a plug-in's arrives as PluginError).
+                result = upload_experiment(conn, exp, metadata, options, processor, bar.update)
     finally:
         conn.close()
     if args.json:
@@ -519,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metadata_options(p)
     _add_server_options(p)
     add_upload_options(p)
+    _add_engine_options(p)
+    p.add_argument("--max-uploads", type=_positive_int, default=4, metavar="K",
+                   help="with --cluster/--scheduler: OMERO writers at once across the "
+                   "cluster (default 4)")
     p.set_defaults(func=cmd_upload)
 
     p = sub.add_parser("metadata", help="show the metadata parsed from an experiment folder")

@@ -20,6 +20,7 @@ Needs the ``distributed`` extra: ``pip install 'pyomero-upload[distributed]'``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -116,6 +117,7 @@ class Engine:
             raise InputError(None, f"{spec!r} needs Dask distributed: {INSTALL_HINT}") from None
         self.spec = spec
         self.cluster: Any = None
+        self._semaphores: list[Any] = []
         if spec.cluster and spec.cluster.startswith("local"):
             n = _local_workers(spec.cluster) or 1
             self.cluster = distributed.LocalCluster(
@@ -149,7 +151,28 @@ class Engine:
         finally:
             self.client.cancel([f for f in futures if not f.done()])
 
+    def join_omero(self, settings: Any) -> None:
+        """Give every worker process one connection to the coordinator's OMERO session.
+
+        ``settings`` hold the session key (never the password); the plug-in that
+        carries them crosses only the scheduler's comms (``tls://``, or loopback
+        ``tcp://``), and neither its repr nor a task's shows the key.  Each worker
+        joins once, in the plug-in's ``setup``, and leaves in its ``teardown``.
+        """
+        self.client.register_plugin(_omero_plugin(settings), name=OMERO_PLUGIN)
+
+    def semaphore(self, max_leases: int) -> str:
+        """A cluster-wide semaphore of ``max_leases`` (OMERO writers at once); its name."""
+        import distributed
+
+        name = f"pyomero-upload-omero-{uuid.uuid4().hex[:8]}"
+        self._semaphores.append(distributed.Semaphore(max_leases=max_leases, name=name,
+                                                      scheduler_rpc=None))
+        return name
+
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.unregister_worker_plugin(OMERO_PLUGIN)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
@@ -159,6 +182,48 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: The worker plug-in's name; also where tasks find their worker's connection.
+OMERO_PLUGIN = "pyomero-upload-omero"
+
+
+def _omero_plugin(settings: Any) -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class OmeroSession(WorkerPlugin):
+        """One OMERO connection per worker process, joined to the coordinator's session."""
+
+        name = OMERO_PLUGIN
+
+        def __init__(self, settings: Any):
+            self.settings = settings
+            self.conn: Any = None
+
+        def __repr__(self) -> str:  # the settings' own repr hides the key; say less still
+            return f"OmeroSession({self.settings.host}:{self.settings.port})"
+
+        def setup(self, worker: Any) -> None:
+            from .omero.connection import Connection
+
+            self.conn = Connection.open(self.settings)
+
+        def teardown(self, worker: Any) -> None:
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.close()  # a joined session is left alive: the coordinator ends it
+
+    return OmeroSession(settings)
+
+
+def worker_connection() -> Any:
+    """In a task: this worker process's OMERO connection (see :meth:`Engine.join_omero`)."""
+    import distributed
+
+    plugin: Any = distributed.get_worker().plugins.get(OMERO_PLUGIN)
+    if plugin is None or plugin.conn is None:
+        raise RuntimeError("this worker has no OMERO connection (Engine.join_omero)")
+    return plugin.conn
 
 
 def _has_bokeh() -> bool:
@@ -178,4 +243,4 @@ def _slurm_cluster(spec: EngineSpec) -> Any:
     return cluster
 
 
-__all__ = ["Engine", "EngineSpec", "check_address"]
+__all__ = ["Engine", "EngineSpec", "check_address", "worker_connection"]

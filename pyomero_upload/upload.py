@@ -116,6 +116,10 @@ class DefaultImageProcessor(ImageProcessor):
             containers.delete_images(conn, extras)
         if not jobs:
             return
+        if options.engine is not None:
+            self._process_on(options.engine, conn, exp, metadata, dataset, options, result,
+                             jobs, tags, prov, settings, on_plane)
+            return
         # Positions in parallel hide the server's latency; the cores are shared
         # among their decoders rather than oversubscribed.
         parallel = max(1, min(workers, len(jobs)))
@@ -177,6 +181,104 @@ class DefaultImageProcessor(ImageProcessor):
                 for fut in futures:
                     fut.cancel()
                 raise
+
+
+    def _process_on(self, engine, conn, exp, metadata, dataset, options, result, jobs, tags,
+                    prov, settings, on_plane) -> None:
+        """The jobs as Dask tasks, one per position; this process coordinates.
+
+        The empty images are created here, in position order (ids follow the
+        positions); workers, joined to this session, write the pixels and mark
+        each complete.  A reconcile pass then keeps, per unit, the one complete
+        image with the expected fingerprint (the lowest id) and removes every
+        other: the old copies replaced, and any a dead worker's attempt left.
+        """
+        decoders = options.workers or 1
+        planned = []
+        for pos, single, ident, fp, _old in jobs:
+            if single is not None:
+                raise UsageError("--no-hypercube uploads run in one process; leave out "
+                                 "--cluster/--scheduler")
+            provenance = [*prov, ("Source checksum", fp)] if prov else []
+            spec = describe(exp, pos, metadata, provenance=provenance, fingerprint=fp)
+            planned.append((pos, spec, images.create_image(conn, dataset.id, spec,
+                                                           identity=ident)))
+        engine.join_omero(conn.worker_settings())
+        semaphore = engine.semaphore(options.max_uploads)
+        items = [(exp, pos, spec, new, dataset.id, tags, decoders, semaphore,
+                  options.max_uploads) for pos, spec, new in planned]
+        results = engine.map_ordered(upload_position, items,
+                                     [f"upload-{pos.name}" for pos, _, _ in planned])
+        for (pos, spec, _new), (image_id, planes, calls) in zip(planned, results, strict=True):
+            result.image_ids[spec.name] = image_id
+            result.planes += planes
+            result.nbytes += spec.nbytes if planes else 0
+            result.pixel_calls += calls
+            if on_plane:
+                on_plane(exp.position_nbytes(pos))
+        missing = reconcile(conn, dataset.id, {ident: fp for _, _, ident, fp, _ in jobs})
+        if missing:
+            raise OmeroError(f"no complete image after the run for: {', '.join(missing)}; "
+                             "run the same command again")
+
+
+def reconcile(conn: Connection, dataset_id: int, expected: dict[str, str]) -> list[str]:
+    """Per unit (identity -> fingerprint), keep the lowest-id complete image with the
+    expected fingerprint and remove every other image of that unit; return the units
+    left without one."""
+    by_ident: dict[str, list[queries.ExistingImage]] = {}
+    for img in queries.existing_images(conn, dataset_id):
+        if img.source in expected:
+            by_ident.setdefault(img.source, []).append(img)
+    doomed, missing = [], []
+    for ident, fp in expected.items():
+        mine = sorted(by_ident.get(ident, []), key=lambda o: o.id)
+        good = [o for o in mine if o.complete and o.fingerprint == fp]
+        if not good:
+            missing.append(ident)
+            continue
+        doomed += [o.id for o in mine if o.id != good[0].id]
+    if doomed:
+        log.info("removing %d superseded or unfinished image(s): %s", len(doomed),
+                 ", ".join(map(str, doomed)))
+        containers.delete_images(conn, doomed)
+    return missing
+
+
+def upload_position(exp: Experiment, pos: Position, spec, new: images.NewImage,
+                    dataset_id: int, tags, decoders: int, semaphore: str,
+                    max_leases: int) -> tuple[int, int, int]:
+    """One position's pixels and metadata, as a Dask task on a worker joined to the
+    coordinator's session; (image id, planes sent, pixel calls).
+
+    A task may run more than once: an image already complete is left as it is;
+    one a dead attempt began (``writing``) has pixels OMERO now opens read-only,
+    so a new image is made for this attempt (the reconcile pass removes the
+    other).
+    """
+    import distributed
+
+    from .engine import worker_connection
+
+    conn = worker_connection()
+    with distributed.Semaphore(max_leases=max_leases, name=semaphore):
+        status = images.source_status(conn, new)
+        if status == "complete":
+            return new.image_id, 0, 0
+        if status != "incomplete":
+            new = images.create_image(conn, dataset_id, spec, identity=new.identity)
+        images.mark_writing(conn, new, spec.fingerprint)
+        window = prefetch_window(decoders, max(1, spec.nbytes // spec.n_planes))
+        stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
+        try:
+            written = images.write(conn, dataset_id, spec, stream, tags, None, new)
+        except InputError:
+            with contextlib.suppress(Exception):
+                containers.delete_images(conn, [new.image_id])
+            raise
+        finally:
+            stream.close()
+    return written.image_id, spec.n_planes, written.pixel_calls
 
 
 def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,

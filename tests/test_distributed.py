@@ -180,3 +180,61 @@ def test_a_lab_scheduler_and_worker_through_the_scheduler_file(demo, reference, 
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+# --- uploads to the OMERO double -----------------------------------------------------------
+
+
+def _plane_sha1(path: Path) -> str:
+    import hashlib
+
+    from helpers import read_png
+
+    return hashlib.sha1(read_png(path).astype(">u2").tobytes()).hexdigest()
+
+
+def test_local_cluster_upload_one_session_complete_images_in_order(demo, double, monkeypatch,
+                                                                   capsys):
+    """`upload --cluster local:2`: one session created (the workers join it), one
+    complete image per position in position order, every plane's SHA-1 its source's."""
+    pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
+    from helpers import demo_planes
+
+    monkeypatch.setenv("OMERO_PASSWORD", double.password)
+    monkeypatch.delenv("OMERO_SESSION_KEY", raising=False)
+    before = {s["uuid"] for s in double.state()["sessions"]}
+    args = ["upload", str(demo), "--dataset", "on-dask", "--host", double.host, "--port",
+            str(double.port), "--user", double.user, "--cluster", "local:2", "--workers", "1",
+            "--max-uploads", "2", "--json", "-x"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    state = double.state()
+    new_sessions = [s for s in state["sessions"] if s["uuid"] not in before]
+    assert len(new_sessions) == 1 and not new_sessions[0]["alive"]  # ended by the coordinator
+    ids = [e["id"] for e in report["images"]]
+    assert [e["position"] for e in report["images"]] == ["pos001", "pos002", "pos003"]
+    assert ids == sorted(ids)
+    objects = {(o["class"], o["id"]): o for o in state["objects"]}
+    in_dataset = sorted(o["fields"]["child"]["id"] for (k, _), o in objects.items()
+                        if k == "DatasetImageLink"
+                        and o["fields"]["parent"]["id"] == report["dataset"]["id"])
+    assert in_dataset == ids  # no extra image left anywhere in the dataset
+    for entry in report["images"]:
+        (pixels_id,) = [o["id"] for (k, _), o in objects.items()
+                        if k == "Pixels" and o["fields"]["image"]["id"] == entry["id"]]
+        planes = state["pixels"][str(pixels_id)]["planes"]
+        channels = ["Brightfield", "DIC", "GFP"]
+        for t, c, z, path in demo_planes(demo, entry["position"]):
+            assert planes[f"{z - 1},{channels.index(c)},{t - 1}"] == _plane_sha1(path)
+    assert main(args) == 0  # the re-run: everything complete, skipped
+    assert {e["status"] for e in json.loads(capsys.readouterr().out)["images"]} == {"skipped"}
+
+
+def test_a_session_key_never_shows_in_a_plugin_or_settings_repr():
+    from pyomero_upload.engine import _omero_plugin
+    from pyomero_upload.omero.connection import ConnectionSettings
+
+    settings = ConnectionSettings("omero.example.org", 4064, "alice", None, None, True,
+                                  "secret-session-key")
+    assert "secret-session-key" not in repr(settings)
+    assert "secret-session-key" not in repr(_omero_plugin(settings))

@@ -266,6 +266,13 @@ class Connection:
         for client in clients:
             _close_quietly(client)
 
+    def worker_settings(self) -> ConnectionSettings:
+        """Settings that join this session (its key, never the password), for workers."""
+        s = self.settings
+        key = s.session_key or self.client.getSessionId()
+        return ConnectionSettings(s.host, s.port, s.user, None, s.group, s.secure, key,
+                                  s.timeout_s)
+
     def __enter__(self) -> Connection:
         return self
 

@@ -20,7 +20,7 @@ from . import _ice
 from ._ice import params, rstring, unwrap
 from .annotations import AnnotationRef, link_annotations, new_maps, set_map
 from .pixels import PixelWriter
-from .queries import Q_IMAGE, Q_PIXELS, Q_PIXELS_TYPE
+from .queries import Q_IMAGE, Q_MAP_ANNOTATION, Q_PIXELS, Q_PIXELS_TYPE
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -192,6 +192,21 @@ def finish_rendering(conn: Connection, image_id: int, pixels_id: int,
     conn.retry(thumbnail, "ThumbnailStore")
 
 
+def source_status(conn: Connection, image: NewImage) -> str | None:
+    """The Status our source record gives the image (``incomplete``, ``writing``,
+    ``complete``), or None where the record has gone."""
+    ann = conn.query.findByQuery(Q_MAP_ANNOTATION, params(id=image.source.id))
+    if ann is None:
+        return None
+    return {nv.name: nv.value for nv in ann.getMapValue()}.get("Status")
+
+
+def mark_writing(conn: Connection, image: NewImage, fingerprint: str) -> None:
+    """A task has begun sending the image's pixels: a later attempt that finds this
+    knows the pixels may be half-written (and OMERO opens them read-only)."""
+    set_map(conn, image.source.id, _source_pairs(fingerprint, "writing", image.identity))
+
+
 def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str,
                   identity: str = "") -> None:
     """The last step of an image: only now does a re-run treat it as done."""
@@ -199,4 +214,4 @@ def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str,
 
 
 __all__ = ["NewImage", "WrittenImage", "create_image", "finish_rendering", "mark_complete",
-           "set_image_metadata", "write"]
+           "mark_writing", "set_image_metadata", "source_status", "write"]

@@ -44,6 +44,9 @@ class UploadOptions:
             of their names, sizes and times, as ``rsync -c`` does.
         wait_s: How long to wait while another run writes into the dataset
             (0: refuse at once, naming it).
+        engine: Run each position as a task on Dask (:mod:`pyomero_upload.engine`);
+            ``workers`` is then the decode threads per task.
+        max_uploads: With an engine, the OMERO writers at once across the cluster.
     """
 
     dataset: str
@@ -56,6 +59,10 @@ class UploadOptions:
     dataset_id: int | None = None
     checksum: bool = False
     wait_s: float = 0.0
+    #: Run positions as tasks on Dask (a :class:`pyomero_upload.engine.Engine`).
+    engine: Any = field(default=None, repr=False)
+    #: OMERO writers at once across a cluster.
+    max_uploads: int = 4
 
 
 @dataclass
