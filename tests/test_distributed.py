@@ -238,3 +238,52 @@ def test_a_session_key_never_shows_in_a_plugin_or_settings_repr():
                                   "secret-session-key")
     assert "secret-session-key" not in repr(settings)
     assert "secret-session-key" not in repr(_omero_plugin(settings))
+
+
+# --- Slurm, for real: a one-node cluster of Debian's slurm-wlm ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    from pyomero_upload.testing import slurm as slurm_testing
+
+    reason = slurm_testing.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue not installed")
+    with slurm_testing.running_slurm(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+SLURM_ARGS = ["--cluster", "slurm", "--jobs", "1", "--job-cores", "2", "--job-mem", "2GB",
+              "--walltime", "0:10:00", "--workers", "2"]
+
+
+def test_slurm_export(demo, reference, slurm, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    out = tmp_path / "out"
+    assert main(["-q", "export", str(demo), "-o", str(out), "-n", "demo", *SLURM_ARGS]) == 0
+    _same_pixels(out / "demo", reference)
+
+
+def test_slurm_upload(demo, double, slurm, monkeypatch, capsys):
+    pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
+    monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    monkeypatch.setenv("OMERO_PASSWORD", double.password)
+    assert main(["upload", str(demo), "--dataset", "on-slurm", "--host", double.host,
+                 "--port", str(double.port), "--user", double.user, "-x", "--json",
+                 *SLURM_ARGS]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(e["position"], e["status"]) for e in report["images"]] == [
+        ("pos001", "created"), ("pos002", "created"), ("pos003", "created")]
+    objects = {(o["class"], o["id"]): o for o in double.state()["objects"]}
+    for entry in report["images"]:
+        image = objects[("Image", entry["id"])]
+        (record,) = [objects[("MapAnnotation", a["id"])] for a in image["annotations"]
+                     if a["ns"] == "pyomero-upload/source"]
+        pairs = dict(map(tuple, record["fields"]["mapValue"]))
+        assert pairs["Status"] == "complete" and pairs["Source"] == entry["position"]
+    in_dataset = [o["fields"]["child"]["id"] for (k, _), o in objects.items()
+                  if k == "DatasetImageLink"
+                  and o["fields"]["parent"]["id"] == report["dataset"]["id"]]
+    assert sorted(in_dataset) == [e["id"] for e in report["images"]]
