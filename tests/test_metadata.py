@@ -1,13 +1,24 @@
-"""The Acq/log parser, sidecars, plug-ins, and metadata in the OME-TIFF output."""
+"""The Acq/log parser, sidecars, plug-ins, and metadata in the OME-TIFF output.
+
+Tests of the values an experiment's files hold run on two data sets, through the
+``data_set`` fixture: "real" (the real demo experiment, marked ``real_data`` so
+that conftest.py deselects it where the real data is absent) and "synthetic" (the
+experiment ``pyomero_upload.demo_data`` writes with ``helpers.SYNTHETIC``: the same
+shape and names, other values).  What each holds is in ``EXPECTED``, so a check is
+written once; the few checks that only one data set can have say so where they are.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import tracemalloc
+from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,6 +37,142 @@ from pyomero_upload.plugins.acqlog import ACQ_SECTIONS, LOG_FIELDS, AcqLogParser
 N_POSITIONS, N_TIMEPOINTS = SYNTHETIC["positions"], SYNTHETIC["timepoints"]
 SYNTHETIC_GFP = next(c for c in dd.CHANNELS if c.name == "GFP")
 
+#: x, y, z (µm), group and exposure ms by channel of a position in the Points table.
+Stage = tuple[float, float, float, str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one data set's Acq and log files and planes hold."""
+
+    channels: list[tuple[str, float]]  # the Channels table: (name, exposure ms)
+    optics: dict[str, tuple[float | None, float | None]]  # (excitation, emission) nm
+    z_sections: int
+    z_spacing_um: float
+    time_settings: tuple[int, int, int]  # interval s, timepoints, duration s
+    positions: list[str]  # the Points table's positions, in order
+    stage: dict[str, Stage]  # the Points table's first rows (every row if all are known)
+    pump_contents: list[str]
+    pump_directions: list[str]
+    flow_post_switch: list[float]
+    tags: list[str]
+    project: str
+    strains: list[str]
+    authors: list[str]
+    config_file: str
+    started: datetime
+    microscope: str
+    aim: str
+    comments: tuple[str, str]  # the log's Comments: the part test_latin1_bytes replaces, the rest
+    #: s from the start to when the log says a channel was set, by position and (T, channel);
+    #: every one for the synthetic data, some for the real
+    plane_offsets: dict[str, dict[tuple[int, str], float]]
+    sidecar_tags: list[str]  # the tags after merging SIDECAR's [yaml-tag, Batgirl]
+    stack: tuple[int, int, int]  # T, C, Z planes in each position folder
+    #: pos002's delta_t by 0-based (T, C, Z) from the planes' tIME chunks alone (no log),
+    #: counted from pos001's first plane; every plane for the synthetic data, one for the real
+    png_delta_t: dict[tuple[int, int, int], float]
+
+
+def _synthetic_stage(index: int) -> Stage:
+    x, y, z, group, exposures = dd.stage_position(index)
+    return x, y, z, str(group), exposures
+
+
+_REAL_EXPOSURES = {"Brightfield": 30, "DIC": 30, "GFP": 7}
+_SYNTHETIC_NAMES = [f"pos{i + 1:03d}" for i in range(N_POSITIONS)]
+
+EXPECTED = {
+    "real": Expected(
+        channels=[("Brightfield", 30.0), ("DIC", 30.0), ("GFP", 60.0)],
+        optics={"Brightfield": (None, None), "DIC": (None, None), "GFP": (470, 535)},
+        z_sections=5,
+        z_spacing_um=0.60,
+        time_settings=(300, 288, 86400),
+        positions=[f"pos{i:03d}" for i in range(1, 26)],
+        stage={"pos001": (10846.50, 10208.10, 3431.425, "1", _REAL_EXPOSURES),
+               "pos002": (10846.50, 9805.60, 3430.875, "1", _REAL_EXPOSURES)},
+        pump_contents=["2% glucose in SC", "No media"],
+        pump_directions=["INF", "INF"],
+        flow_post_switch=[0.4, 4.0],
+        tags=["28-Sep-2018", "Batgirl"],
+        project="Morphology detection",
+        strains=["Mig1-GFP", "Dot6-GFP", "Maf1-GFP", "Sfp1-GFP", "Msn2-GFP"],
+        authors=["Julian Pietsch", "Ivan Clark"],
+        config_file=r"C:\Users\Public\Microscope control\Micromanager config files"
+                    r"\Batgirl5_9_18noemissionfilter.txt",
+        started=datetime(2018, 9, 28, 17, 18, 14),
+        microscope="Microscope1",
+        aim="Compare morphology markers across microscopes",
+        comments=("Low OD O/N.", "Log growth from OD0.1 for four hours."),
+        plane_offsets={
+            "pos001": {(1, "Brightfield"): 1.0,  # 17:18:15
+                       (1, "GFP"): 8.0},  # 17:18:22
+            "pos002": {(1, "Brightfield"): 12.0,  # 17:18:26
+                       (1, "GFP"): 19.0},  # 17:18:33
+        },
+        sidecar_tags=["28-Sep-2018", "Batgirl", "yaml-tag"],
+        stack=(3, 3, 5),
+        # pos002's Brightfield T1 at 16:18:28 UTC, pos001's first plane at 16:18:16
+        png_delta_t={(0, 0, 0): 12.0},
+    ),
+    "synthetic": Expected(
+        channels=[(c.name, c.exposure_ms) for c in dd.CHANNELS],
+        optics={c.name: (c.excitation_nm, c.emission_nm) for c in dd.CHANNELS},
+        z_sections=SYNTHETIC["z_sections"],
+        z_spacing_um=dd.Z_SPACING_UM,
+        time_settings=(dd.INTERVAL_S, N_TIMEPOINTS, dd.INTERVAL_S * N_TIMEPOINTS),
+        positions=_SYNTHETIC_NAMES,
+        stage={name: _synthetic_stage(i) for i, name in enumerate(_SYNTHETIC_NAMES)},
+        pump_contents=[pump[-1] for pump in dd.PUMPS],
+        pump_directions=[pump[3] for pump in dd.PUMPS],
+        flow_post_switch=list(dd.FLOW_POST_SWITCH),
+        tags=list(dd.TAGS),
+        project=dd.PROJECT,
+        strains=list(dd.STRAINS),
+        authors=list(dd.AUTHORS),
+        config_file=dd.CONFIG_FILE,
+        started=dd.START,
+        microscope=dd.MICROSCOPE,
+        aim=dd.AIM,
+        comments=tuple(dd.COMMENTS.split(" ", 1)),
+        plane_offsets={
+            name: {(t + 1, c.name): float(dd.plane_offset_s(t, p, ci))
+                   for t in range(N_TIMEPOINTS) for ci, c in enumerate(dd.CHANNELS)}
+            for p, name in enumerate(_SYNTHETIC_NAMES)
+        },
+        sidecar_tags=[*dd.TAGS, "yaml-tag", "Batgirl"],
+        stack=(N_TIMEPOINTS, len(dd.CHANNELS), SYNTHETIC["z_sections"]),
+        png_delta_t={
+            (t, ci, z): dd.plane_offset_s(t, 1, ci) - dd.plane_offset_s(0, 0, 0)
+            for t in range(N_TIMEPOINTS) for ci in range(len(dd.CHANNELS))
+            for z in range(SYNTHETIC["z_sections"])
+        },
+    ),
+}
+
+
+@pytest.fixture(params=[pytest.param("real", marks=pytest.mark.real_data), "synthetic"])
+def data_set(request) -> str:
+    """ "real" or "synthetic": a test that uses it runs once on each data set.
+
+    Function-scoped so that pytest keeps the tests in file order: with a wider scope it
+    would group them by data set and run CLI tests (whose ``main`` stops the package's
+    logger from propagating, for the rest of the run) before the caplog tests.
+    """
+    return request.param
+
+
+@pytest.fixture
+def experiment(data_set, request) -> Path:
+    """The experiment folder of ``data_set``."""
+    return request.getfixturevalue("real_demo" if data_set == "real" else "synthetic")
+
+
+@pytest.fixture
+def expected(data_set) -> Expected:
+    return EXPECTED[data_set]
+
 
 @pytest.fixture
 def lab_files(demo, tmp_path):
@@ -34,90 +181,54 @@ def lab_files(demo, tmp_path):
 
 
 @pytest.fixture
-def real_lab_files(real_demo, tmp_path):
-    """A folder with copies of the real demo's Acq and log files only."""
-    return copy_lab_files(real_demo, tmp_path / "lab")
-
-
-@pytest.fixture
-def synthetic_lab_files(synthetic, tmp_path):
-    """A folder with copies of the synthetic experiment's Acq and log files only."""
-    return copy_lab_files(synthetic, tmp_path / "lab")
+def experiment_lab_files(experiment, tmp_path):
+    """A folder with copies of ``experiment``'s Acq and log files only."""
+    return copy_lab_files(experiment, tmp_path / "lab")
 
 
 def parse(root) -> ExperimentMetadata:
     return AcqLogParser().extract_metadata(root)
 
 
-@pytest.mark.real_data
-def test_demo_values(real_demo):
-    meta = parse(real_demo)
-    acq = meta.acquisition
-    assert [(c.name, c.exposure_ms) for c in acq.channels] == [
-        ("Brightfield", 30.0), ("DIC", 30.0), ("GFP", 60.0)
-    ]
-    assert meta.tables["Z_sectioning"]["Sections"].iloc[0] == 5
-    assert acq.z_spacing_um == pytest.approx(0.60)
-    assert (acq.time_interval_s, acq.n_timepoints, acq.duration_s) == (300, 288, 86400)
-    assert len(acq.positions) == 25
-    p1 = acq.positions["pos001"]
-    assert (p1.x_um, p1.y_um, p1.z_um) == (10846.50, 10208.10, 3431.425)
-    assert p1.group == "1" and p1.exposures_ms == {"Brightfield": 30, "DIC": 30, "GFP": 7}
-    pumps = meta.tables["Pumps"]
-    assert list(pumps["Contents"]) == ["2% glucose in SC", "No media"]
-    assert ("Pumps", "2") in meta.kvps
-    assert meta.tags == ["28-Sep-2018", "Batgirl"]
-    assert meta.project == "Morphology detection"
-    assert [v for k, v in meta.kvps if k == "Strain"] == [
-        "Mig1-GFP", "Dot6-GFP", "Maf1-GFP", "Sfp1-GFP", "Msn2-GFP"
-    ]
-    assert [v for k, v in meta.kvps if k == "Author"] == ["Julian Pietsch", "Ivan Clark"]
-    assert ("Micromanager config file",
-            r"C:\Users\Public\Microscope control\Micromanager config files"
-            r"\Batgirl5_9_18noemissionfilter.txt") in meta.kvps
-    assert acq.started == datetime(2018, 9, 28, 17, 18, 14)
-    assert acq.microscope == "Microscope1"
-    gfp = acq.channel("GFP")
-    assert (gfp.excitation_nm, gfp.emission_nm) == (470, 535)
-    assert "Aim: Compare morphology markers across microscopes" in meta.description
-    assert "Strains: Mig1-GFP, Dot6-GFP" in meta.description
-    assert [f.name for f in meta.attachments] == ["microscope1_Acq.txt", "microscope1_log.txt"]
+def channel_names(expected: Expected) -> list[str]:
+    return [name for name, _ in expected.channels]
 
 
-def test_synthetic_values(synthetic):
-    """test_demo_values' twin: every value demo_data wrote is read back."""
-    meta = parse(synthetic)
+def test_values(experiment, expected, data_set):
+    """Every value of the lab files is read back."""
+    meta = parse(experiment)
     acq = meta.acquisition
-    assert [(c.name, c.exposure_ms) for c in acq.channels] == [
-        (c.name, c.exposure_ms) for c in dd.CHANNELS
-    ]
-    assert meta.tables["Z_sectioning"]["Sections"].iloc[0] == SYNTHETIC["z_sections"]
-    assert acq.z_spacing_um == pytest.approx(dd.Z_SPACING_UM)
-    assert (acq.time_interval_s, acq.n_timepoints, acq.duration_s) == (
-        dd.INTERVAL_S, N_TIMEPOINTS, dd.INTERVAL_S * N_TIMEPOINTS
-    )
-    assert list(acq.positions) == [f"pos{i + 1:03d}" for i in range(N_POSITIONS)]
-    for i, p in enumerate(acq.positions.values()):
-        x, y, z, group, exposures = dd.stage_position(i)
-        assert (p.x_um, p.y_um, p.z_um) == (x, y, z)
-        assert p.group == str(group) and p.exposures_ms == exposures
-    assert acq.positions["pos001"].exposures_ms["GFP"] != SYNTHETIC_GFP.exposure_ms
+    assert [(c.name, c.exposure_ms) for c in acq.channels] == expected.channels
+    assert meta.tables["Z_sectioning"]["Sections"].iloc[0] == expected.z_sections
+    assert acq.z_spacing_um == pytest.approx(expected.z_spacing_um)
+    assert (acq.time_interval_s, acq.n_timepoints, acq.duration_s) == expected.time_settings
+    assert len(acq.positions) == len(expected.positions)
+    assert list(acq.positions) == expected.positions
+    for name, (x, y, z, group, exposures) in expected.stage.items():
+        p = acq.positions[name]
+        assert (p.x_um, p.y_um, p.z_um) == (x, y, z), name
+        assert p.group == group and p.exposures_ms == exposures, name
+    # the Points table's GFP exposure, not the Channels table's
+    assert acq.positions["pos001"].exposures_ms["GFP"] != dict(expected.channels)["GFP"]
     pumps = meta.tables["Pumps"]
-    assert list(pumps["Contents"]) == [pump[-1] for pump in dd.PUMPS]
-    assert ("Pumps", str(len(dd.PUMPS))) in meta.kvps
-    assert meta.tags == list(dd.TAGS)
-    assert meta.project == dd.PROJECT
-    assert [v for k, v in meta.kvps if k == "Strain"] == list(dd.STRAINS)
-    assert [v for k, v in meta.kvps if k == "Author"] == list(dd.AUTHORS)
-    assert ("Micromanager config file", dd.CONFIG_FILE) in meta.kvps  # colons and all
-    assert acq.started == dd.START
-    assert acq.microscope == dd.MICROSCOPE
-    for c in dd.CHANNELS:
-        info = acq.channel(c.name)
-        assert (info.excitation_nm, info.emission_nm) == (c.excitation_nm, c.emission_nm)
-    assert (SYNTHETIC_GFP.excitation_nm, SYNTHETIC_GFP.emission_nm) == (470, 535)
-    assert f"Aim: {dd.AIM}" in meta.description
-    assert f"Strains: {', '.join(dd.STRAINS)}" in meta.description
+    assert list(pumps["Contents"]) == expected.pump_contents
+    assert ("Pumps", str(len(expected.pump_contents))) in meta.kvps
+    assert meta.tags == expected.tags
+    assert meta.project == expected.project
+    assert [v for k, v in meta.kvps if k == "Strain"] == expected.strains
+    assert [v for k, v in meta.kvps if k == "Author"] == expected.authors
+    assert ("Micromanager config file", expected.config_file) in meta.kvps  # colons and all
+    assert ("Comments", " ".join(expected.comments)) in meta.kvps
+    assert acq.started == expected.started
+    assert acq.microscope == expected.microscope
+    for name, optics in expected.optics.items():
+        info = acq.channel(name)
+        assert (info.excitation_nm, info.emission_nm) == optics, name
+    if data_set == "synthetic":
+        # demo_data's GFP optics (read back above) are the real ones, in plain numbers
+        assert (SYNTHETIC_GFP.excitation_nm, SYNTHETIC_GFP.emission_nm) == (470, 535)
+    assert f"Aim: {expected.aim}" in meta.description
+    assert f"Strains: {', '.join(expected.strains)}" in meta.description
     assert [f.name for f in meta.attachments] == ["microscope1_Acq.txt", "microscope1_log.txt"]
 
 
@@ -130,34 +241,18 @@ def test_clean_values_no_duplicates(demo):
     assert ("Channel GFP light path", "470nm LED") in meta.kvps
 
 
-@pytest.mark.real_data
-def test_typed_tables(real_demo):
-    t = parse(real_demo).tables
-    assert t["Channels"]["Channel name"].tolist() == ["Brightfield", "DIC", "GFP"]
+def test_typed_tables(experiment, expected):
+    t = parse(experiment).tables
+    assert t["Channels"]["Channel name"].tolist() == channel_names(expected)
     assert str(t["Channels"]["Exposure time"].dtype) == "int64"
     assert str(t["Channels"]["Voltage"].dtype) == "float64"
     assert str(t["Points"]["X position"].dtype) == "float64"
     assert str(t["Points"]["Group"].dtype) == "int64"
+    assert t["Pumps"]["Direction"].tolist() == expected.pump_directions
     assert t["Pumps"]["Direction"].tolist() == ["INF", "INF"]  # text, not infinity
-    assert t["Time_settings"].iloc[0].tolist() == [1, 300, 288, 86400]
+    assert t["Time_settings"].iloc[0].tolist() == [1, *expected.time_settings]
     sw = t["Switching_parameters"]
-    assert sw[sw.Parameter == "Flow post switch"]["Value"].tolist() == [0.4, 4.0]
-
-
-def test_typed_tables_synthetic(synthetic):
-    t = parse(synthetic).tables
-    assert t["Channels"]["Channel name"].tolist() == [c.name for c in dd.CHANNELS]
-    assert str(t["Channels"]["Exposure time"].dtype) == "int64"
-    assert str(t["Channels"]["Voltage"].dtype) == "float64"
-    assert str(t["Points"]["X position"].dtype) == "float64"
-    assert str(t["Points"]["Group"].dtype) == "int64"
-    assert t["Pumps"]["Direction"].tolist() == [pump[3] for pump in dd.PUMPS]
-    assert t["Pumps"]["Direction"].tolist() == ["INF", "INF"]  # text, not infinity
-    assert t["Time_settings"].iloc[0].tolist() == [
-        1, dd.INTERVAL_S, N_TIMEPOINTS, dd.INTERVAL_S * N_TIMEPOINTS
-    ]
-    sw = t["Switching_parameters"]
-    assert sw[sw.Parameter == "Flow post switch"]["Value"].tolist() == list(dd.FLOW_POST_SWITCH)
+    assert sw[sw.Parameter == "Flow post switch"]["Value"].tolist() == expected.flow_post_switch
 
 
 def test_parsing_twice_is_equal(demo):
@@ -168,23 +263,15 @@ def test_parsing_twice_is_equal(demo):
         pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
 
 
-@pytest.mark.real_data
-def test_plane_times_from_the_machine_log(real_demo):
-    offsets = parse(real_demo).acquisition.plane_offsets_s
-    assert offsets["pos001"][(1, "Brightfield")] == 1.0  # 17:18:15
-    assert offsets["pos001"][(1, "GFP")] == 8.0  # 17:18:22
-    assert offsets["pos002"][(1, "Brightfield")] == 12.0  # 17:18:26
-
-
-def test_plane_times_from_the_machine_log_synthetic(synthetic):
-    offsets = parse(synthetic).acquisition.plane_offsets_s
-    assert offsets == {
-        f"pos{p + 1:03d}": {
-            (t + 1, c.name): float(dd.plane_offset_s(t, p, ci))
-            for t in range(N_TIMEPOINTS) for ci, c in enumerate(dd.CHANNELS)
-        }
-        for p in range(N_POSITIONS)
-    }
+def test_plane_times_from_the_machine_log(experiment, expected, data_set):
+    offsets = parse(experiment).acquisition.plane_offsets_s
+    for position, times in expected.plane_offsets.items():
+        for key, seconds in times.items():
+            assert offsets[position][key] == seconds, (position, key)
+    if data_set == "synthetic":
+        # demo_data's table lists every plane time of its log; the real log's 225 (25
+        # positions x 3 T x 3 C) are only sampled
+        assert offsets == expected.plane_offsets
 
 
 def drop_log_field(lab_files, caplog, field) -> ExperimentMetadata:
@@ -203,17 +290,10 @@ def drop_log_field(lab_files, caplog, field) -> ExperimentMetadata:
     return meta
 
 
-@pytest.mark.real_data
 @pytest.mark.parametrize("field", LOG_FIELDS)
-def test_log_without_each_field(real_lab_files, caplog, field):
-    meta = drop_log_field(real_lab_files, caplog, field)
-    assert len(meta.acquisition.positions) == 25  # the rest still parsed
-
-
-@pytest.mark.parametrize("field", LOG_FIELDS)
-def test_log_without_each_field_synthetic(synthetic_lab_files, caplog, field):
-    meta = drop_log_field(synthetic_lab_files, caplog, field)
-    assert len(meta.acquisition.positions) == N_POSITIONS  # the rest still parsed
+def test_log_without_each_field(experiment_lab_files, expected, caplog, field):
+    meta = drop_log_field(experiment_lab_files, caplog, field)
+    assert len(meta.acquisition.positions) == len(expected.positions)  # the rest still parsed
 
 
 def drop_acq_section(lab_files, caplog, section) -> ExperimentMetadata:
@@ -231,18 +311,12 @@ def drop_acq_section(lab_files, caplog, section) -> ExperimentMetadata:
     return meta
 
 
-@pytest.mark.real_data
 @pytest.mark.parametrize("section", ACQ_SECTIONS)
-def test_acq_without_each_section(real_lab_files, caplog, section):
-    meta = drop_acq_section(real_lab_files, caplog, section)
-    assert meta.tags == ["28-Sep-2018", "Batgirl"]
-
-
-@pytest.mark.parametrize("section", ACQ_SECTIONS)
-def test_acq_without_each_section_synthetic(synthetic_lab_files, caplog, section):
-    meta = drop_acq_section(synthetic_lab_files, caplog, section)
-    assert meta.tags == list(dd.TAGS)  # the log still parsed
-    assert len(meta.acquisition.plane_offsets_s) == N_POSITIONS
+def test_acq_without_each_section(experiment_lab_files, expected, caplog, section):
+    meta = drop_acq_section(experiment_lab_files, caplog, section)
+    assert meta.tags == expected.tags  # the log still parsed
+    # one entry per position the log names: the Points table's positions
+    assert len(meta.acquisition.plane_offsets_s) == len(expected.positions)
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r", "\r\n"])
@@ -256,24 +330,13 @@ def test_line_endings(demo, lab_files, newline):
     }
 
 
-@pytest.mark.real_data
-def test_latin1_bytes(real_lab_files, caplog):
-    log = real_lab_files / "microscope1_log.txt"
-    data = log.read_bytes().replace(b"Low OD O/N.", b"Spacing 5 \xb5m.")
+def test_latin1_bytes(experiment_lab_files, expected, caplog):
+    log = experiment_lab_files / "microscope1_log.txt"
+    replaced, rest = expected.comments
+    data = log.read_bytes().replace(replaced.encode(), b"Spacing 5 \xb5m.")
     log.write_bytes(data)
     with caplog.at_level(logging.WARNING):
-        meta = parse(real_lab_files)
-    assert ("Comments", "Spacing 5 µm. Log growth from OD0.1 for four hours.") in meta.kvps
-    assert "not UTF-8" in caplog.text
-
-
-def test_latin1_bytes_synthetic(synthetic_lab_files, caplog):
-    log = synthetic_lab_files / "microscope1_log.txt"
-    first, rest = dd.COMMENTS.split(" ", 1)
-    data = log.read_bytes().replace(first.encode(), b"Spacing 5 \xb5m.")
-    log.write_bytes(data)
-    with caplog.at_level(logging.WARNING):
-        meta = parse(synthetic_lab_files)
+        meta = parse(experiment_lab_files)
     assert ("Comments", f"Spacing 5 µm. {rest}") in meta.kvps
     assert "not UTF-8" in caplog.text
 
@@ -375,34 +438,19 @@ def merge_sidecar(lab_files, caplog) -> ExperimentMetadata:
     return meta
 
 
-@pytest.mark.real_data
-def test_sidecar_merges_over_lab_files(real_lab_files, caplog):
-    meta = merge_sidecar(real_lab_files, caplog)
+def test_sidecar_merges_over_lab_files(experiment_lab_files, expected, caplog):
+    meta = merge_sidecar(experiment_lab_files, caplog)
     acq = meta.acquisition
     assert meta.project == "Sidecar project"
-    assert meta.tags == ["28-Sep-2018", "Batgirl", "yaml-tag"]
+    assert meta.tags == expected.sidecar_tags
     assert [v for k, v in meta.kvps if k == "Strain"] == ["Mig1-GFP", "Dot6-GFP"]
-    assert ("Author", "Ivan Clark") in meta.kvps  # kept from the log
-    assert [c.name for c in acq.channels] == ["Brightfield", "DIC", "GFP", "mCherry"]
-    assert acq.channel("GFP").exposure_ms == 50 and acq.channel("GFP").excitation_nm == 470
-    assert acq.z_spacing_um == 0.5 and acq.n_timepoints == 288
-    assert acq.positions["pos001"].x_um == 1.5 and acq.positions["pos002"].x_um == 10846.5
-    assert {"Points", "Doses", "Media"} <= set(meta.tables)
-
-
-def test_sidecar_merges_over_lab_files_synthetic(synthetic_lab_files, caplog):
-    meta = merge_sidecar(synthetic_lab_files, caplog)
-    acq = meta.acquisition
-    assert meta.project == "Sidecar project"
-    assert meta.tags == [*dd.TAGS, "yaml-tag", "Batgirl"]
-    assert [v for k, v in meta.kvps if k == "Strain"] == ["Mig1-GFP", "Dot6-GFP"]
-    assert ("Author", dd.AUTHORS[-1]) in meta.kvps  # kept from the log
-    assert [c.name for c in acq.channels] == [c.name for c in dd.CHANNELS] + ["mCherry"]
+    assert ("Author", expected.authors[-1]) in meta.kvps  # kept from the log
+    assert [c.name for c in acq.channels] == [*channel_names(expected), "mCherry"]
     assert acq.channel("GFP").exposure_ms == 50
-    assert acq.channel("GFP").excitation_nm == SYNTHETIC_GFP.excitation_nm
-    assert acq.z_spacing_um == 0.5 and acq.n_timepoints == N_TIMEPOINTS
+    assert acq.channel("GFP").excitation_nm == expected.optics["GFP"][0]
+    assert acq.z_spacing_um == 0.5 and acq.n_timepoints == expected.time_settings[1]
     assert acq.positions["pos001"].x_um == 1.5
-    assert acq.positions["pos002"].x_um == dd.stage_position(1)[0]
+    assert acq.positions["pos002"].x_um == expected.stage["pos002"][0]
     assert {"Points", "Doses", "Media"} <= set(meta.tables)
 
 
@@ -490,22 +538,13 @@ def test_unknown_parser_name(demo, capsys):
     assert "no metadata parser named 'nope'" in capsys.readouterr().err
 
 
-@pytest.mark.real_data
-def test_metadata_command_json(real_demo, capsys):
-    assert main(["metadata", str(real_demo), "--json"]) == 0
+def test_metadata_command_json(experiment, expected, capsys):
+    assert main(["metadata", str(experiment), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["project"] == "Morphology detection"
-    assert data["acquisition"]["channels"][2]["emission_nm"] == 535
-    assert data["tables"]["Points"]["rows"] == 25
-
-
-def test_metadata_command_json_synthetic(synthetic, capsys):
-    assert main(["metadata", str(synthetic), "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert data["project"] == dd.PROJECT
-    assert data["acquisition"]["channels"][2]["emission_nm"] == SYNTHETIC_GFP.emission_nm
-    assert data["tables"]["Points"]["rows"] == N_POSITIONS
-    assert data["tags"] == list(dd.TAGS)
+    assert data["project"] == expected.project
+    assert data["acquisition"]["channels"][2]["emission_nm"] == expected.optics["GFP"][1]
+    assert data["tables"]["Points"]["rows"] == len(expected.positions)
+    assert data["tags"] == expected.tags
 
 
 # --- into the OME-TIFF ---------------------------------------------------------------
@@ -517,13 +556,18 @@ def export_to(experiment, out):
 
 
 @pytest.fixture(scope="module")
-def exported(real_demo, tmp_path_factory):
-    return export_to(real_demo, tmp_path_factory.mktemp("meta-out"))
+def exports() -> dict[str, Path]:
+    """The exports ``exported`` made, by data set."""
+    return {}
 
 
-@pytest.fixture(scope="module")
-def exported_synthetic(synthetic, tmp_path_factory):
-    return export_to(synthetic, tmp_path_factory.mktemp("meta-out-synthetic"))
+@pytest.fixture
+def exported(experiment, data_set, exports, tmp_path_factory) -> Path:
+    """``experiment`` exported as OME-TIFF (dataset "d"), once per data set."""
+    if data_set not in exports:
+        out = tmp_path_factory.mktemp(f"meta-out-{data_set}")
+        exports[data_set] = export_to(experiment, out)
+    return exports[data_set]
 
 
 def ome_of(path):
@@ -531,125 +575,75 @@ def ome_of(path):
         return from_xml(tif.ome_metadata, validate=True)
 
 
-@pytest.mark.real_data
-def test_ome_physical_metadata(exported):
+def test_ome_physical_metadata(exported, expected):
     ome = ome_of(exported / "pos002.ome.tiff")
     image = ome.images[0]
-    px = image.pixels
-    assert px.physical_size_z == pytest.approx(0.6) and px.physical_size_z_unit.value == "µm"
-    assert px.time_increment == 300 and px.time_increment_unit.value == "s"
-    assert image.acquisition_date == datetime(2018, 9, 28, 17, 18, 14)
-    assert image.description.startswith("Aim: Compare morphology markers")
-    assert ome.instruments[0].microscope.model == "Microscope1"
+    pixels = image.pixels
+    assert pixels.physical_size_z == pytest.approx(expected.z_spacing_um)
+    assert pixels.physical_size_z_unit.value == "µm"
+    assert pixels.time_increment == expected.time_settings[0]
+    assert pixels.time_increment_unit.value == "s"
+    assert image.acquisition_date == expected.started
+    assert image.description.startswith(f"Aim: {expected.aim}")
+    assert ome.instruments[0].microscope.model == expected.microscope
     assert image.instrument_ref.id == ome.instruments[0].id
-    bf, dic, gfp = px.channels
-    assert [c.name for c in px.channels] == ["Brightfield", "DIC", "GFP"]
+    bf, dic, gfp = pixels.channels
+    names = channel_names(expected)
+    assert [c.name for c in pixels.channels] == names
     assert gfp.color.as_rgb_tuple()[:3] == (0, 255, 0)
     assert bf.color.as_rgb_tuple()[:3] == (255, 255, 255)
-    assert (gfp.excitation_wavelength, gfp.emission_wavelength) == (470, 535)
-    plane = next(p for p in px.planes if (p.the_t, p.the_c, p.the_z) == (1, 2, 3))
-    assert plane.exposure_time == 7 and plane.exposure_time_unit.value == "ms"
-    assert (plane.position_x, plane.position_y, plane.position_z) == (10846.5, 9805.6, 3430.875)
-    # pos002's GFP at the first timepoint was set at 17:18:33, 19 s after the start
-    first = next(p for p in px.planes if (p.the_t, p.the_c) == (0, 2))
-    assert first.delta_t == 19.0 and first.delta_t_unit.value == "s"
-
-
-def test_ome_physical_metadata_synthetic(exported_synthetic):
-    ome = ome_of(exported_synthetic / "pos002.ome.tiff")
-    image = ome.images[0]
-    px = image.pixels
-    assert px.physical_size_z == pytest.approx(dd.Z_SPACING_UM)
-    assert px.physical_size_z_unit.value == "µm"
-    assert px.time_increment == dd.INTERVAL_S and px.time_increment_unit.value == "s"
-    assert image.acquisition_date == dd.START
-    assert image.description.startswith(f"Aim: {dd.AIM}")
-    assert ome.instruments[0].microscope.model == dd.MICROSCOPE
-    assert image.instrument_ref.id == ome.instruments[0].id
-    bf, dic, gfp = px.channels
-    assert [c.name for c in px.channels] == [c.name for c in dd.CHANNELS]
-    assert gfp.color.as_rgb_tuple()[:3] == (0, 255, 0)
-    assert bf.color.as_rgb_tuple()[:3] == (255, 255, 255)
-    assert (gfp.excitation_wavelength, gfp.emission_wavelength) == (
-        SYNTHETIC_GFP.excitation_nm, SYNTHETIC_GFP.emission_nm)
-    # every plane: pos002's exposure and stage position, and the log's time for its channel
-    x, y, z, _group, exposures = dd.stage_position(1)
-    assert len(px.planes) == N_TIMEPOINTS * len(dd.CHANNELS) * SYNTHETIC["z_sections"]
-    for plane in px.planes:
-        channel = dd.CHANNELS[plane.the_c]
-        assert plane.exposure_time == exposures[channel.name]
+    assert (gfp.excitation_wavelength, gfp.emission_wavelength) == expected.optics["GFP"]
+    # every plane: pos002's exposure and stage position
+    x, y, z, _group, exposures = expected.stage["pos002"]
+    assert len(pixels.planes) == math.prod(expected.stack)
+    for plane in pixels.planes:
+        assert plane.exposure_time == exposures[names[plane.the_c]]
         assert plane.exposure_time_unit.value == "ms"
         assert (plane.position_x, plane.position_y, plane.position_z) == (x, y, z)
-        assert plane.delta_t == dd.plane_offset_s(plane.the_t, 1, plane.the_c)
         assert plane.delta_t_unit.value == "s"
+    # every plane of a stack has the log's time for its channel (for the synthetic
+    # data the table has every stack, so every plane is checked)
+    for (t, channel), seconds in expected.plane_offsets["pos002"].items():
+        stack = [p for p in pixels.planes if (p.the_t + 1, names[p.the_c]) == (t, channel)]
+        assert len(stack) == expected.stack[2], (t, channel)
+        assert [p.delta_t for p in stack] == [seconds] * len(stack), (t, channel)
 
 
-@pytest.mark.real_data
-def test_ome_annotations(exported):
+def test_ome_annotations(exported, experiment, expected):
     ome = ome_of(exported / "pos001.ome.tiff")
     sa = ome.structured_annotations
-    assert [t.value for t in sa.tag_annotations] == ["28-Sep-2018", "Batgirl"]
+    assert [t.value for t in sa.tag_annotations] == expected.tags
     kv = next(m for m in sa.map_annotations if m.namespace == CLIENT_MAP_NS)
     pairs = [(m.k, m.value) for m in kv.value.ms]
-    assert ("Project", "Morphology detection") in pairs
-    assert [v for k, v in pairs if k == "Strain"][-1] == "Msn2-GFP"
-    assert sa.comment_annotations[0].value.startswith("Aim:")
-    prov = next(m for m in sa.map_annotations if m.namespace == "pyomero-upload/provenance")
-    prov_pairs = dict((m.k, m.value) for m in prov.value.ms)
-    assert prov_pairs["Exported With"].startswith("pyomero-upload ")
-    assert "Uploaded With" not in prov_pairs  # an export is not an upload
-    assert "PyOmeroUpload" in prov_pairs["Citation"] and prov_pairs["Source folder"] == "demo"
-    refs = {r.id for r in ome.images[0].annotation_refs}
-    all_ids = {a.id for a in [*sa.tag_annotations, *sa.map_annotations, *sa.comment_annotations]}
-    assert refs == all_ids
-
-
-def test_ome_annotations_synthetic(exported_synthetic, synthetic):
-    ome = ome_of(exported_synthetic / "pos001.ome.tiff")
-    sa = ome.structured_annotations
-    assert [t.value for t in sa.tag_annotations] == list(dd.TAGS)
-    kv = next(m for m in sa.map_annotations if m.namespace == CLIENT_MAP_NS)
-    pairs = [(m.k, m.value) for m in kv.value.ms]
-    assert ("Project", dd.PROJECT) in pairs
-    assert ("Micromanager config file", dd.CONFIG_FILE) in pairs
-    assert [v for k, v in pairs if k == "Strain"] == list(dd.STRAINS)
-    assert sa.comment_annotations[0].value.startswith(f"Aim: {dd.AIM}")
+    assert ("Project", expected.project) in pairs
+    assert ("Micromanager config file", expected.config_file) in pairs
+    assert [v for k, v in pairs if k == "Strain"] == expected.strains
+    assert sa.comment_annotations[0].value.startswith(f"Aim: {expected.aim}")
     prov = next(m for m in sa.map_annotations if m.namespace == "pyomero-upload/provenance")
     prov_pairs = dict((m.k, m.value) for m in prov.value.ms)
     assert prov_pairs["Exported With"].startswith("pyomero-upload ")
     assert "Uploaded With" not in prov_pairs  # an export is not an upload
     assert "PyOmeroUpload" in prov_pairs["Citation"]
-    assert prov_pairs["Source folder"] == synthetic.name
+    assert prov_pairs["Source folder"] == experiment.name == "demo"  # both folders are "demo"
     refs = {r.id for r in ome.images[0].annotation_refs}
     all_ids = {a.id for a in [*sa.tag_annotations, *sa.map_annotations, *sa.comment_annotations]}
     assert refs == all_ids
 
 
-@pytest.mark.real_data
-def test_metadata_folder(exported, real_demo):
+def test_metadata_folder(exported, experiment, expected):
     folder = exported / "metadata"
     names = sorted(p.name for p in folder.iterdir())
     assert "microscope1_Acq.txt" in names and "microscope1_log.txt" in names
-    copied = (folder / "microscope1_log.txt").read_bytes()
-    assert copied == (real_demo / "microscope1_log.txt").read_bytes()
-    points = pd.read_hdf(folder / "Points.h5", key="table")
-    assert points["X position"].iloc[0] == 10846.5 and len(points) == 25
-    pumps = pd.read_csv(folder / "Pumps.csv")
-    assert pumps["Contents"].tolist() == ["2% glucose in SC", "No media"]
-    assert not [p for p in exported.iterdir() if p.name.startswith(".")]
-
-
-def test_metadata_folder_synthetic(exported_synthetic, synthetic):
-    folder = exported_synthetic / "metadata"
-    names = sorted(p.name for p in folder.iterdir())
-    assert "microscope1_Acq.txt" in names and "microscope1_log.txt" in names
     for name in ("microscope1_Acq.txt", "microscope1_log.txt"):
-        assert (folder / name).read_bytes() == (synthetic / name).read_bytes()
+        assert (folder / name).read_bytes() == (experiment / name).read_bytes()
     points = pd.read_hdf(folder / "Points.h5", key="table")
-    assert points["X position"].tolist() == [dd.stage_position(i)[0] for i in range(N_POSITIONS)]
+    # the X positions of the table's first rows (every row for the synthetic data)
+    xs = [expected.stage[name][0] for name in expected.positions[:len(expected.stage)]]
+    assert points["X position"].tolist()[:len(xs)] == xs
+    assert len(points) == len(expected.positions)
     pumps = pd.read_csv(folder / "Pumps.csv")
-    assert pumps["Contents"].tolist() == [pump[-1] for pump in dd.PUMPS]
-    assert not [p for p in exported_synthetic.iterdir() if p.name.startswith(".")]
+    assert pumps["Contents"].tolist() == expected.pump_contents
+    assert not [p for p in exported.iterdir() if p.name.startswith(".")]
 
 
 def test_no_provenance_and_ignore_metadata(demo, tmp_path):
@@ -661,30 +655,22 @@ def test_no_provenance_and_ignore_metadata(demo, tmp_path):
     assert not (tmp_path / "demo" / "metadata").exists()
 
 
-@pytest.mark.real_data
-def test_plane_times_from_png_time_chunks_without_a_log(real_demo, build_layout, tmp_path):
-    root = build_layout(["pos001", "pos002"], lab_files=False)
-    assert main(["-q", "export", str(root), "-o", str(tmp_path / "o")]) == 0
-    planes = ome_of(tmp_path / "o" / "exp" / "pos002.ome.tiff").images[0].pixels.planes
-    dt = {(p.the_t, p.the_c, p.the_z): p.delta_t for p in planes}
-    # tIME of the first z-plane of each stack, from pos001's first plane (16:18:16 UTC);
-    # the layout reuses pos002's real planes for pos002
-    assert dt[(0, 0, 0)] == 12.0  # pos002 Brightfield T1 at 16:18:28
-    assert dt[(1, 2, 4)] == dt[(1, 2, 0)]  # one time per stack
-    assert dt[(1, 0, 0)] - dt[(0, 0, 0)] == pytest.approx(300, abs=2)
-
-
-def test_plane_times_from_png_time_chunks_without_a_log_synthetic(
-    synthetic, build_layout, tmp_path
+def test_plane_times_from_png_time_chunks_without_a_log(
+    experiment, expected, build_layout, tmp_path
 ):
-    root = build_layout(["pos001", "pos002"], lab_files=False, source=synthetic)
+    # the layout reuses pos002's planes for pos002
+    root = build_layout(["pos001", "pos002"], lab_files=False, source=experiment)
     assert main(["-q", "export", str(root), "-o", str(tmp_path / "o")]) == 0
     planes = ome_of(tmp_path / "o" / "exp" / "pos002.ome.tiff").images[0].pixels.planes
-    assert len(planes) == N_TIMEPOINTS * len(dd.CHANNELS) * SYNTHETIC["z_sections"]
-    # the tIME of each stack's first plane, counted from pos001's first plane
-    for p in planes:
-        expected = dd.plane_offset_s(p.the_t, 1, p.the_c) - dd.plane_offset_s(0, 0, 0)
-        assert p.delta_t == expected, (p.the_t, p.the_c, p.the_z)
+    assert len(planes) == math.prod(expected.stack)
+    dt = {(p.the_t, p.the_c, p.the_z): p.delta_t for p in planes}
+    # the tIME of each stack's first plane, counted from pos001's first plane (for the
+    # synthetic data the table has every plane)
+    for key, seconds in expected.png_delta_t.items():
+        assert dt[key] == seconds, key
+    last_z = expected.stack[2] - 1
+    assert dt[(1, 2, last_z)] == dt[(1, 2, 0)]  # one time per stack
+    assert dt[(1, 0, 0)] - dt[(0, 0, 0)] == pytest.approx(expected.time_settings[0], abs=2)
 
 
 def test_table_layout_needs_no_pandas_and_matches_the_dataframes(demo):
