@@ -42,6 +42,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("real_data")]
 
 
+@pytest.fixture(autouse=True)
+def _cli_logging_reset():
+    """``cli.main`` sets the package logger up for a terminal (its own handler, no
+    propagation); undo it after each test so later ``caplog`` tests see records."""
+    import logging
+
+    yield
+    logger = logging.getLogger("pyomero_upload")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
 @pytest.fixture(scope="session")
 def double(tmp_path_factory: pytest.TempPathFactory):
     """The OMERO double (:mod:`pyomero_upload.testing.omero_double`), one for the whole run.
