@@ -16,6 +16,9 @@ ICE_WHEEL_DIR ?= $(HOME)/.cache/pyomero-upload/wheels
 OWNER ?= pyomero-upload
 IMAGES ?= $(shell grep -v '^\#' docker/images)
 OMERO_VERSION ?= 5.23.0
+# The images' Python (Debian's python$(PYTHON_VERSION)); the cached zeroc-ice wheel
+# used is the one tagged for it (3.11: cp311).
+PYTHON_VERSION ?= 3.11
 # The root image: by default the local one `make root-image` builds from
 # Debian's packages (no registry needed); ROOT_IMAGE=debian:bookworm-slim where
 # a registry can be reached.
@@ -92,10 +95,10 @@ root-image: ## Build the Debian bookworm root image from Debian's packages (debo
 build/%: ## Build one image, e.g. make build/omero_jupyter
 	@if [ "$*" = omero_base ] && [ "$(ROOT_IMAGE)" = "$(LOCAL_ROOT_IMAGE)" ]; then $(MAKE) --no-print-directory root-image; fi
 	@if [ "$*" = omero_base ] && [ -x $(BIN)/python ]; then $(MAKE) --no-print-directory ice-wheel; fi
-	docker/scripts/stage-context.sh $* $(ICE_WHEEL_DIR)
+	PYTHON_VERSION=$(PYTHON_VERSION) docker/scripts/stage-context.sh $* $(ICE_WHEEL_DIR)
 	$(DOCKER_BUILD) --progress=plain \
 	  --build-arg OWNER=$(OWNER) --build-arg ROOT_IMAGE=$(ROOT_IMAGE) \
-	  --build-arg OMERO_VERSION=$(OMERO_VERSION) \
+	  --build-arg OMERO_VERSION=$(OMERO_VERSION) --build-arg PYTHON_VERSION=$(PYTHON_VERSION) \
 	  $(if $(EXTRA_CA_CERT),--secret id=extra_ca$(,)src=$(EXTRA_CA_CERT)) \
 	  $(DOCKER_BUILD_ARGS) -t $(OWNER)/$* $*
 

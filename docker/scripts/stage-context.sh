@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Put what an image's build needs from the repository into IMAGE/.build/
 # (the image folder is the build context; .build/ is not committed).
-#   stage-context.sh IMAGE ICE_WHEEL_DIR
+#   stage-context.sh IMAGE ICE_WHEEL_DIR    (PYTHON_VERSION=3.11: which cached
+#                                            zeroc-ice wheel omero_base gets, cp311)
 set -euo pipefail
 image=$1
 wheels=${2:-}
+python_version=${PYTHON_VERSION:-3.11}
+tag="cp${python_version//./}"  # 3.11 -> cp311
 top=$(cd "$(dirname "$0")/../.." && pwd)
 stage="$top/$image/.build"
 rm -rf "$stage"
@@ -13,8 +16,8 @@ case "$image" in
   omero_base)
     mkdir -p "$stage/wheels"
     cp "$top/docker/scripts/build-ice-wheel.sh" "$top/docker/scripts/patch_ice.py" "$stage/"
-    if [ -n "$wheels" ] && compgen -G "$wheels/zeroc_ice-3.6.5-cp311-*.whl" >/dev/null; then
-      cp "$wheels"/zeroc_ice-3.6.5-cp311-*.whl "$stage/wheels/"
+    if [ -n "$wheels" ] && compgen -G "$wheels/zeroc_ice-3.6.5-$tag-*.whl" >/dev/null; then
+      cp "$wheels"/zeroc_ice-3.6.5-"$tag"-*.whl "$stage/wheels/"
     fi
     ;;
   omero_uploader)
