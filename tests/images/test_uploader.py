@@ -119,3 +119,41 @@ def test_upload_to_the_omero_double(image, demo_data, double, extra):
             assert held["planes"][key] == _plane_sha1(f), (name, f.name)
     # the container's session was ended on the way out
     assert all(not s["alive"] for s in state["sessions"] if s["user"] == d.user)
+
+
+# --- a Dask scheduler and workers from the image (docker/cluster.yml) -------------------------
+
+
+@IMAGE
+def test_image_runs_as_dask_scheduler_and_workers(image, demo_data, containers, tmp_path):
+    """The uploader image as `dask scheduler` and two `dask worker`s on the host's
+    loopback; an export from the host goes through them, position by position."""
+    pytest.importorskip("distributed", reason="the coordinator needs Dask on the host")
+    import socket
+
+    from pyomero_upload.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = tmp_path / "work"
+    work.mkdir()
+    work.chmod(0o777)
+    dask = ("--network", "host", "--entrypoint", "tini")
+    containers.run(image, "-g", "--", "dask", "scheduler", "--host", "127.0.0.1", "--port",
+                   str(port), "--no-dashboard", opts=dask)
+    user = f"{os.geteuid()}:{os.getegid()}"
+    for _ in range(2):
+        containers.run(image, "-g", "--", "dask", "worker", f"tcp://127.0.0.1:{port}",
+                       "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                       opts=(*dask, "--user", user, "-v", f"{demo_data}:{demo_data}:ro",
+                             "-v", f"{work}:{work}"))
+    import distributed
+
+    with distributed.Client(f"tcp://127.0.0.1:{port}", timeout=120) as client:
+        client.wait_for_workers(2, timeout=120)
+        workers = client.scheduler_info()["workers"]
+    assert len(workers) == 2
+    assert main(["-q", "export", str(demo_data), "-o", str(work / "out"), "--dataset", "demo",
+                 "--scheduler", f"tcp://127.0.0.1:{port}", "--workers", "1"]) == 0
+    check_export(work / "out", os.geteuid())
