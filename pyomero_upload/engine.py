@@ -118,6 +118,7 @@ class Engine:
         self.spec = spec
         self.cluster: Any = None
         self._semaphores: list[Any] = []
+        self._joined = False
         if spec.cluster and spec.cluster.startswith("local"):
             n = _local_workers(spec.cluster) or 1
             self.cluster = distributed.LocalCluster(
@@ -160,6 +161,7 @@ class Engine:
         joins once, in the plug-in's ``setup``, and leaves in its ``teardown``.
         """
         self.client.register_plugin(_omero_plugin(settings), name=OMERO_PLUGIN)
+        self._joined = True
 
     def semaphore(self, max_leases: int) -> str:
         """A cluster-wide semaphore of ``max_leases`` (OMERO writers at once); its name."""
@@ -171,8 +173,9 @@ class Engine:
         return name
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.unregister_worker_plugin(OMERO_PLUGIN)
+        if self._joined:  # each worker's teardown closes its connection
+            with contextlib.suppress(Exception):
+                self.client.unregister_worker_plugin(OMERO_PLUGIN)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
