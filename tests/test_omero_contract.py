@@ -305,7 +305,7 @@ def sessions_of(double, user: User) -> list[dict]:
     return [s for s in double.state()["sessions"] if s["user"] == user.name]
 
 
-def alive_once_settled(double, user: User, want: int, timeout: float = 10.0) -> list[bool]:
+def alive_once_settled(double, user: User, want: int, timeout: float = 60.0) -> list[bool]:
     """The user's sessions' alive flags, once ``want`` of them are alive or after
     ``timeout``.  A session whose client went without destroySession (a timeout
     under load) ends when Glacier2 sees its connection close, asynchronously, as
