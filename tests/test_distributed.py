@@ -182,6 +182,75 @@ def test_a_lab_scheduler_and_worker_through_the_scheduler_file(demo, reference, 
                 p.kill()
 
 
+def _tls_files(where: Path) -> dict[str, Path]:
+    """A CA and one certificate signed by it for 127.0.0.1 (openssl, as the README says)."""
+    ca_key, ca, key, csr, cert = (where / n for n in ("ca.key", "ca.pem", "node.key",
+                                                       "node.csr", "node.pem"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lab-ca",
+        "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+        str(key), "-out", str(csr))
+    ext = where / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert))
+    for f in (ca_key, key):
+        f.chmod(0o600)
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def test_a_lab_scheduler_and_workers_over_tls(demo, reference, tmp_path, monkeypatch):
+    """The lab set-up with TLS: `dask scheduler` and `dask worker --nworkers 2` with a
+    lab's certificates; the export reaches them at tls://127.0.0.1 with Dask's own
+    configuration (no key or certificate on our command line)."""
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
+    if dask is None or shutil.which("openssl") is None:
+        pytest.skip("needs the dask command and openssl")
+    tls = _tls_files(tmp_path)
+    opts = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]), "--tls-key",
+            str(tls["key"])]
+    sched_file = tmp_path / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", "--scheduler-file",
+                               str(sched_file), *opts], **quiet)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tls://127.0.0.1:")
+        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "2",
+                                       "--nthreads", "1", "--host", "127.0.0.1",
+                                       "--no-dashboard", *opts], **quiet))
+        for key, value in (("CA_FILE", tls["ca"]), ("CLIENT__CERT", tls["cert"]),
+                           ("CLIENT__KEY", tls["key"])):
+            monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{key}", str(value))
+        import dask.config
+
+        dask.config.refresh()
+        out = tmp_path / "out"
+        assert main(["-q", "export", str(demo), "-o", str(out), "-n", "demo", "--scheduler",
+                     address, "--workers", "1"]) == 0
+        _same_pixels(out / "demo", reference)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        import dask.config
+
+        monkeypatch.undo()
+        dask.config.refresh()
+
+
 # --- uploads to the OMERO double -----------------------------------------------------------
 
 
