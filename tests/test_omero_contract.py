@@ -1265,3 +1265,27 @@ def test_checksum_sees_a_change_that_keeps_size_and_time(double, alice, build_la
     assert now["pos002"] == sums["pos002"] and now["pos001"] != sums["pos001"]
     assert len(now) == 2
     np.testing.assert_array_equal(reader.array(now["pos001"])[0, 0, 0], flipped)
+
+
+def test_a_reconnect_to_another_server_stops_the_run(tmp_path, monkeypatch):
+    """The server went away and something else answers at its address (restarted empty,
+    or another one): the reconnection sees another database and stops with one line,
+    instead of writing this run's images there."""
+    from pyomero_upload.errors import ConnectionLostError
+    from pyomero_upload.testing.omero_double import running_double
+
+    monkeypatch.setattr(connection.time, "sleep", lambda s: None)
+    port, insecure = free_port(), free_port()
+    with running_double(tmp_path / "first", port=port, insecure_port=insecure) as d:
+        conn = connection.Connection.open(
+            connection.ConnectionSettings(d.host, d.port, d.user, d.password))
+        first = conn.db_uuid
+        assert first
+    try:
+        with running_double(tmp_path / "second", port=port, insecure_port=insecure) as d:
+            with pytest.raises(ConnectionLostError, match="not the server this run started on"):
+                conn.retry(lambda: conn.sf.getAdminService().getEventContext(), "IAdmin")
+            state = d.state()
+            assert not [o for o in state["objects"] if o["class"] == "Image"]
+    finally:
+        conn.close()

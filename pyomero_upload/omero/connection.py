@@ -171,6 +171,8 @@ class Connection:
         self.user_id: int = ctx.userId
         self.group_id: int = ctx.groupId
         self.user_name: str = ctx.userName
+        #: The server's database, as at the first login: a reconnection must reach it.
+        self.db_uuid: str | None = self._database_uuid()
 
     @classmethod
     def open(cls, settings: ConnectionSettings,
@@ -226,8 +228,29 @@ class Connection:
                         self.settings.host, self.settings.port)
             self._login()
             self.generation += 1
+            now = self._database_uuid()
+            if self.db_uuid is not None and now is not None and now != self.db_uuid:
+                # A server that came back empty (or another one at the same address):
+                # nothing of this run is there, and writing on would scatter it.
+                stale, self.client, self.login_client = (self.client, self.login_client), \
+                    None, None
+                for client in (*old, *stale):
+                    _close_quietly(client)
+                raise ConnectionLostError(
+                    f"reconnected to {self.settings.host}:{self.settings.port}, but it is not "
+                    f"the server this run started on (database {now} instead of "
+                    f"{self.db_uuid}: restarted empty, or another server); stopping without "
+                    "writing there")
         for client in old:  # their router session died with the connection
             _close_quietly(client)
+
+    def _database_uuid(self) -> str | None:
+        """``omero.db.uuid`` of the server logged in to (None where it cannot say)."""
+        try:
+            return str(self.client.getSession().getConfigService().getDatabaseUuid())
+        except Exception as exc:  # an old or partial server: no check, not a failure
+            log.debug("cannot read the database uuid: %s", exc)
+            return None
 
     def retry(self, fn: Callable[[], Any], what: str, idempotent: bool = True,
               attempts: int | None = None) -> Any:
