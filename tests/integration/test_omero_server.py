@@ -112,7 +112,9 @@ def test_web_json_api_sees_the_dataset(uploaded):
     requests = pytest.importorskip("requests")
     _, dataset_id = uploaded
     s = requests.Session()
-    api = s.get(f"{WEB}/api/", timeout=30).json()["data"][-1]
+    base = s.get(s.get(f"{WEB}/api/", timeout=30).json()["data"][-1]["url:base"],
+                 timeout=30).json()
+    api = base.get("data", base)  # /api/ gives each version's base URL; that gives the map
     s.headers["X-CSRFToken"] = s.get(api["url:token"], timeout=30).json()["data"]
     s.headers["Referer"] = WEB
     s.post(api["url:login"], data={"username": USER, "password": PASSWORD, "server": 1},
