@@ -8,18 +8,22 @@ servants built on omero-py's own generated interfaces (``Glacier2.Router``,
 ``omero.api.ServiceFactory``, ``omero.api.RawPixelsStore`` ...), which check
 every argument count and type and copy every object across the wire.
 
-What it serves: Glacier2 ``createSession``/``joinSession``/``destroySession``;
-IAdmin, IConfig, ISession, IQuery (a small HQL interpreter: see
-:mod:`.hql`), IUpdate, IPixels ``createImage``, RawPixelsStore, RawFileStore,
-ThumbnailStore, IRenderingSettings, SharedResources/Tables,
-``submit(Delete2)``, security contexts, keep-alive, detach/closeOnDestroy.
-Any other operation raises ``omero.ApiUsageException`` saying the double does
-not implement it.  The server rules it enforces, each taken from OMERO's
-source (named in comments in :mod:`.server`): optimistic locking on the
-update event (``RawPixelsStore.save()`` moves the Pixels row's event on),
-the pyramid threshold and tile rules, session reference counting, unique
-links and not-null columns, the 64 MB server message limit, owner/group
-visibility, Delete2 errors and the OMERO.tables column rules.
+What it serves, one module per service: Glacier2 ``createSession``/
+``joinSession``/``destroySession`` (:mod:`.router`, :mod:`.server`); the
+ServiceFactory with security contexts, keep-alive and detach/closeOnDestroy
+(:mod:`.factory`); IAdmin, IConfig, ISession (:mod:`.admin`); IQuery (a small
+HQL interpreter: see :mod:`.hql`; :mod:`.query`); IUpdate (:mod:`.update`);
+IPixels ``createImage``, RawPixelsStore, IRenderingSettings, ThumbnailStore
+(:mod:`.pixels`); RawFileStore (:mod:`.files`); SharedResources/Tables
+(:mod:`.tables`); ``submit(Delete2)`` (:mod:`.delete`).  What they share is in
+:mod:`._base`.  Any other operation raises ``omero.ApiUsageException`` saying
+the double does not implement it.  The server rules it enforces, each taken
+from OMERO's source (named in comments beside the code that enforces them, in
+those modules): optimistic locking on the update event
+(``RawPixelsStore.save()`` moves the Pixels row's event on), the pyramid
+threshold and tile rules, session reference counting, unique links and
+not-null columns, the 64 MB server message limit, owner/group visibility,
+Delete2 errors and the OMERO.tables column rules.
 
 Starting it from a shell::
 
