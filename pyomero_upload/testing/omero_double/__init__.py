@@ -96,7 +96,7 @@ class DoubleHandle:
     state_file: Path
     process: subprocess.Popen
 
-    def state(self, timeout_s: float = 30.0) -> dict[str, Any]:
+    def state(self, timeout_s: float = 120.0) -> dict[str, Any]:
         """The double's current state (objects, pixels, tables, sessions) as a dict.
 
         Asks the server for a fresh dump (SIGUSR1) and waits for it.
