@@ -1,10 +1,12 @@
 """Plug-ins: metadata parsers and image processors.
 
-``base`` has the abstract classes, ``registry`` finds and loads plug-ins of
-both kinds, ``acqlog`` and ``sidecar`` are the built-in parsers.
+``base`` has the abstract classes and the types an image processor is handed
+(``DatasetRef``, ``UploadOptions``, ``UploadResult``), so a plug-in imports
+from here only; ``registry`` finds and loads plug-ins of both kinds;
+``auto``, ``acqlog`` and ``sidecar`` are the built-in parsers.
 """
 
-from .base import ImageProcessor, MetadataParser
+from .base import DatasetRef, ImageProcessor, MetadataParser, UploadOptions, UploadResult
 from .registry import (
     DEFAULT_PARSER,
     DEFAULT_PROCESSOR,
@@ -17,7 +19,8 @@ from .registry import (
 )
 
 __all__ = [
-    "DEFAULT_PARSER", "DEFAULT_PROCESSOR", "ImageProcessor", "MetadataParser",
+    "DEFAULT_PARSER", "DEFAULT_PROCESSOR", "DatasetRef", "ImageProcessor", "MetadataParser",
+    "UploadOptions", "UploadResult",
     "available_parsers", "available_processors", "coerce_metadata", "load_image_processor",
     "load_module_class", "load_parser",
 ]
