@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -740,3 +742,232 @@ def test_a_user_saves_a_graph_holding_loaded_system_rows(double, client):
             sf.getUpdateService().saveArray([px])
     finally:
         carol.__del__()
+
+
+# --- guest, closing quietly, queries of units and map values, state of tables and deletes --
+
+
+def test_guest_logs_in_and_security_roles_match_omero(double):
+    """omero-common ome/system/Roles.java: root 0, system group 0, user group 1,
+    guest 1, guest group 2; guest/guest logs in as OMERO.web's connector does."""
+    c = omero.client(double.host, double.port)
+    try:
+        c.createSession("guest", "guest")
+        sf = c.getSession()
+        ec = sf.getAdminService().getEventContext()
+        assert (ec.userName, ec.userId, ec.groupName, ec.groupId) == ("guest", 1, "guest", 2)
+        assert ec.isAdmin is False
+        roles = sf.getAdminService().getSecurityRoles()
+        assert (roles.rootId, roles.rootName, roles.systemGroupId, roles.systemGroupName,
+                roles.userGroupId, roles.userGroupName, roles.guestId, roles.guestName,
+                roles.guestGroupId, roles.guestGroupName) == (
+            0, "root", 0, "system", 1, "user", 1, "guest", 2, "guest")
+        guest = sf.getAdminService().lookupExperimenter("guest")
+        assert unwrap(guest.id) == roles.guestId
+        assert sf.getAdminService().getMemberOfGroupIds(guest) == [roles.guestGroupId]
+    finally:
+        c.__del__()
+
+
+def test_blitz_gateway_connects_as_guest(double):
+    from omero.gateway import BlitzGateway
+
+    conn = BlitzGateway("guest", "guest", host=double.host, port=double.port)
+    try:
+        assert conn.connect() is True
+        ec = conn.getEventContext()
+        assert (ec.userName, ec.userId, ec.groupId) == ("guest", 1, 2)
+        assert conn.isAdmin() is False
+    finally:
+        conn.close()
+
+
+def _omero_warnings(caplog):
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records
+            if r.name.startswith("omero") and r.levelno >= logging.WARNING]
+
+
+def test_blitz_gateway_close_is_quiet(double, caplog):
+    """BlitzGateway.close kills the session, then omero.client's destroySession finds
+    Glacier2's session still there (SessionManagerI.reapSession does not tell Glacier2):
+    no warning, no traceback."""
+    from omero.gateway import BlitzGateway
+
+    caplog.set_level(logging.WARNING, logger="omero")
+    conn = BlitzGateway(double.user, double.password, host=double.host, port=double.port)
+    assert conn.connect() is True
+    key = conn.getSession().getUuid().val
+    conn.close()
+    assert _omero_warnings(caplog) == []
+    assert not _alive(double, key)  # close(hard=True) ended the session
+
+
+def test_client_close_after_the_session_ended_is_quiet(double, caplog):
+    caplog.set_level(logging.WARNING, logger="omero")
+    c = omero.client(double.host, double.port)
+    c.createSession(double.user, double.password)
+    key = c.getSessionId()
+    other = omero.client(double.host, double.port)
+    other.joinSession(key)
+    other.killSession()  # the session ends under the first client
+    other.__del__()
+    assert not _alive(double, key)
+    c.closeSession()
+    c.__del__()
+    assert _omero_warnings(caplog) == []
+
+
+def test_destroy_session_without_one_is_the_slice_exception(double):
+    """A second destroySession over the same connection: Glacier2's
+    SessionNotExistException (the Slice user exception, not Ice.UnknownException)."""
+    c = omero.client(double.host, double.port)
+    c.createSession(double.user, double.password)
+    try:
+        router = c.getRouter(c.getCommunicator())
+        router.destroySession()
+        with pytest.raises(Ice.UserException) as err:
+            router.destroySession()
+        assert err.value.ice_name() == "Glacier2::SessionNotExistException"
+    finally:
+        c.__del__()
+
+
+def _pixels_with_units(sf):
+    iid, px = _image(sf, 2, 2)
+    px.setPhysicalSizeZ(omero.model.LengthI(2.5, omero.model.enums.UnitsLength.MICROMETER))
+    sf.getUpdateService().saveObject(px)
+    info = omero.model.PlaneInfoI()
+    info.setPixels(omero.model.PixelsI(px.id.val, False))
+    for name in ("theZ", "theC", "theT"):
+        getattr(info, "set" + name[0].upper() + name[1:])(omero.rtypes.rint(0))
+    info.setDeltaT(omero.model.TimeI(1.5, omero.model.enums.UnitsTime.SECOND))
+    sf.getUpdateService().saveObject(info)
+    return iid, px.id.val
+
+
+def test_projection_of_unit_fields(client):
+    """omero-blitz omero/util/IceMapper.java toRType: a unit is an rmap of value, unit
+    (the enum's name) and symbol; .value is an rdouble, .unit an rstring."""
+    sf = client.getSession()
+    _, pid = _pixels_with_units(sf)
+    query = sf.getQueryService()
+    params = ParametersI().addLong("pid", pid)
+    [[whole]] = query.projection(
+        "select p.physicalSizeZ from Pixels p where p.id = :pid", params)
+    assert isinstance(whole, omero.RMap)
+    assert unwrap(whole) == {"value": 2.5, "unit": "MICROMETER", "symbol": "µm"}
+    [[value, unit]] = query.projection(
+        "select p.physicalSizeZ.value, p.physicalSizeZ.unit from Pixels p where p.id = :pid",
+        params)
+    assert isinstance(value, omero.RDouble) and isinstance(unit, omero.RString)
+    assert (value.val, unit.val) == (2.5, "MICROMETER")
+    [[unset]] = query.projection("select p.physicalSizeX from Pixels p where p.id = :pid",
+                                 params)
+    assert unset is None
+    [[delta]] = query.projection(
+        "select pi.deltaT from PlaneInfo pi where pi.pixels.id = :pid", params)
+    assert unwrap(delta) == {"value": 1.5, "unit": "SECOND", "symbol": "s"}
+
+
+def _tagged_map(sf, pairs):
+    iid, _ = _image(sf, 2, 2)
+    kv = omero.model.MapAnnotationI()
+    kv.setMapValue([omero.model.NamedValue(k, v) for k, v in pairs])
+    kv = sf.getUpdateService().saveAndReturnObject(kv)
+    link = omero.model.ImageAnnotationLinkI()
+    link.setParent(ImageI(iid, False))
+    link.setChild(omero.model.MapAnnotationI(kv.id.val, False))
+    sf.getUpdateService().saveObject(link)
+    return iid, kv.id.val
+
+
+def test_key_value_join_as_ezomero_filter_by_kv_sends(client):
+    sf = client.getSession()
+    key = _name("key")
+    match, kv_match = _tagged_map(sf, [(key, "yes"), ("other", "x")])
+    other, kv_other = _tagged_map(sf, [(key, "no")])
+    query = sf.getQueryService()
+    rows = query.projection(
+        "select distinct i.id from Image i join i.annotationLinks ial join ial.child a "
+        "join a.mapValue mv where mv.name = :key and mv.value = :value "
+        "and i.id in (:ids)",
+        ParametersI().addString("key", key).addString("value", "yes").addIds([match, other]))
+    assert [[unwrap(c) for c in r] for r in rows] == [[match]]
+    pairs = query.projection(
+        "select mv.name, mv.value from MapAnnotation m join m.mapValue mv where m.id = :id",
+        ParametersI().addId(kv_match))
+    assert [[unwrap(c) for c in r] for r in pairs] == [[key, "yes"], ["other", "x"]]
+    found = query.findAllByQuery(
+        "select distinct a from Annotation a join a.mapValue mv where mv.name = :key",
+        ParametersI().addString("key", key))
+    assert sorted(unwrap(a.id) for a in found) == sorted([kv_match, kv_other])
+
+
+@pytest.mark.parametrize("hql, shape", [
+    ("select m.mapValue from MapAnnotation m", "collection-valued property 'm.mapValue'"),
+    ("select mv from MapAnnotation m join m.mapValue mv", "mapValue element 'mv'"),
+    ("select m from MapAnnotation m join fetch m.mapValue mv", "join fetch of the component"),
+])
+def test_map_value_shapes_the_double_cannot_answer_name_the_query(client, hql, shape):
+    query = client.getSession().getQueryService()
+    with pytest.raises(omero.QueryException) as err:
+        if hql.startswith("select m from"):
+            query.findAllByQuery(hql, None)
+        else:
+            query.projection(hql, None)
+    assert shape in err.value.message and hql in err.value.message
+
+
+def test_table_close_sets_the_file_size_and_hash(client):
+    """omero-py src/omero/tables.py TableI.close: the modified table's OriginalFile gets
+    its size and hash through a RawFileStore save."""
+    sf = client.getSession()
+    table = sf.sharedResources().newTable(1, _name("sized") + ".h5")
+    table.initialize([omero.grid.LongColumn("n", "", [])])
+    table.addData([omero.grid.LongColumn("n", "", [1, 2, 3])])
+    fid = table.getOriginalFile().id.val
+    assert unwrap(sf.getQueryService().get("OriginalFile", fid).size) is None  # still open
+    table.close()
+    stored = sf.getQueryService().get("OriginalFile", fid)
+    store = sf.createRawFileStore()
+    try:
+        store.setFileId(fid)
+        data = store.read(0, store.size())
+    finally:
+        store.close()
+    assert unwrap(stored.size) == len(data) > 0
+    assert unwrap(stored.hash) == hashlib.sha1(data).hexdigest()
+
+
+def test_delete2_status_has_start_and_stop_times(client):
+    """omero-blitz omero/cmd/HandleI.java steps(): startTime and stopTime (ms) are set,
+    so `omero delete --report` prints the elapsed time, not "Unfinished."."""
+    sf = client.getSession()
+    iid, _ = _image(sf, 2, 2)
+    before = int(time.time() * 1000)
+    cb = client.submit(omero.cmd.Delete2(targetObjects={"Image": [iid]}), loops=10, ms=100)
+    status = cb.handle.getStatus()
+    after = int(time.time() * 1000)
+    assert before <= status.startTime <= status.stopTime <= after
+    cb.close(True)
+
+
+def test_omero_delete_report_prints_the_elapsed_time(double, client, tmp_path):
+    iid, _ = _image(client.getSession(), 2, 2)
+    env = {**os.environ, "OMERO_SESSIONDIR": str(tmp_path / "sessions"),
+           "OMERO_USERDIR": str(tmp_path / "user")}
+    cli = "from omero.cli import argv; import sys; argv(['omero'] + sys.argv[1:])"
+    server = ["-s", double.host, "-p", str(double.port), "-u", double.user, "-w",
+              double.password]
+    # omero.cli.argv, not bin/omero: that refuses to run as root (omero/main.py)
+    login = subprocess.run([sys.executable, "-c", cli, "login", *server], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert login.returncode == 0, login.stderr
+    out = subprocess.run([sys.executable, "-c", cli, "delete", "--report", f"Image:{iid}"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Unfinished." not in out.stdout
+    assert re.search(r"Elapsed time: \d+\.\d+ secs\.", out.stdout), out.stdout
+    assert client.getSession().getQueryService().find("Image", iid) is None
+    subprocess.run([sys.executable, "-c", cli, "logout"], env=env, capture_output=True,
+                   timeout=120)

@@ -58,7 +58,13 @@ class AdminService(Servant):
         return list(self.load("Experimenter", unwrap(exp.id))._member_of)
 
     def getSecurityRoles(self, current):
-        return omero.sys.Roles(0, "root", 0, "system", 1, "user", 2, "guest", 1, "guest")
+        # omero-common src/main/java/ome/system/Roles.java: rootId 0, systemGroupId 0,
+        # userGroupId 1, guestId 1, guestGroupId 2 (omero.sys.Roles field order:
+        # root, system group, user group, guest, guest group).
+        return omero.sys.Roles(rootId=0, rootName="root", systemGroupId=0,
+                               systemGroupName="system", userGroupId=1, userGroupName="user",
+                               guestId=1, guestName="guest", guestGroupId=2,
+                               guestGroupName="guest")
 
     def _admin(self) -> None:
         if not self.session.is_admin():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import omero
@@ -34,11 +35,19 @@ class Handle(Servant):
         self.status.flags = []
         self.status.steps = 1
         self.status.currentStep = 1
+        # omero-blitz src/main/java/omero/cmd/HandleI.java steps(): the request's
+        # stopwatch sets startTime and stopTime (ms since the epoch) when the steps end,
+        # successful or not (omero-py src/omero/cli.py print_report shows the elapsed
+        # time from them, or "Unfinished." while either is 0).
+        start = time.time()
         try:
             self.response = self._run(req)
         except omero.ServerError as exc:
             self.response = omero.cmd.ERR(category="::omero::cmd::Delete2", name="graph-fail",
                                           parameters={"message": exc.message})
+        finally:
+            self.status.startTime = int(start * 1000)
+            self.status.stopTime = int(time.time() * 1000)
         if isinstance(self.response, omero.cmd.ERR):
             self.status.flags = [omero.cmd.State.FAILURE]
 

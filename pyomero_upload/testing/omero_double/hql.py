@@ -1,9 +1,11 @@
 """A small HQL interpreter for the query shapes this project and its notebooks send.
 
-Supported: ``select a[, a.x.y ...] from Kind a [[left outer] join [fetch] a.path b]...
+Supported: ``select [distinct] a[, a.x.y ...] from Kind a [[left outer] join [fetch] a.path b]...
 [where COND [and COND]...] [order by a.path [asc|desc], ...]`` where COND is
 ``path = :p``, ``path = 'text'``, ``path = 12``, ``path in (:p)``,
-``path like :p`` or ``a.class = Kind``.  Anything else is an
+``path like :p`` or ``a.class = Kind``; joins on a MapAnnotation's ``mapValue`` (its
+elements' ``name`` and ``value``) and unit fields (whole, ``.value``, ``.unit``) in a
+projection.  Anything else is an
 ``omero.QueryException`` naming the query: never a silent empty answer.
 """
 
@@ -68,6 +70,7 @@ class Query:
     joins: list[Join] = field(default_factory=list)
     where: list[tuple[str, str, Any]] = field(default_factory=list)
     order: list[tuple[str, bool]] = field(default_factory=list)
+    distinct: bool = False
 
 
 def parse(text: str) -> Query:
@@ -89,12 +92,15 @@ def parse(text: str) -> Query:
         return tok
 
     take("select")
+    distinct = peek() == "distinct"
+    if distinct:
+        take()
     select = [take()]
     while peek() == ",":
         take()
         select.append(take())
     take("from")
-    q = Query(select, take(), take())
+    q = Query(select, take(), take(), distinct=distinct)
     while peek() in ("join", "left", "inner"):
         outer = peek() == "left"
         if peek() in ("left", "inner"):
@@ -164,7 +170,9 @@ class Runner:
         row = self.db.get(kind_of(obj), unwrap(obj.id))
         return row if row is not None and self.visible(row) else None
 
-    def value(self, row: dict[str, Any], path: str, text: str) -> Any:
+    def value(self, row: dict[str, Any], path: str, text: str, typed: bool = False) -> Any:
+        """The value at ``path`` (plain Python); with ``typed``, a unit component as the
+        rtype the server answers (rdouble value, rstring unit)."""
         alias, *parts = path.split(".")
         if alias not in row:
             raise _unsupported(text, f"unknown alias {alias!r}")
@@ -180,6 +188,25 @@ class Runner:
                 value = value.details
             elif isinstance(value, M.Details):
                 value = getattr(value, "_" + part)
+            elif isinstance(value, M.NamedValue):  # an element of a joined mapValue
+                if part not in ("name", "value"):
+                    raise omero.QueryException(message=f"could not resolve property: "
+                                               f"{'.'.join(parts[i:])} of: NamedValue")
+                value = getattr(value, part)
+            elif _is_unit(value):
+                # The components of a unit column (omero-model ome/model/units/Length.java
+                # getValue, getUnit; the unit enum's toString is its name, MICROMETER).
+                # Java double -> rdouble, enum -> rstring (IceMapper.toRType).
+                if part == "value":
+                    value = omero.rtypes.rdouble(value.getValue())
+                elif part == "unit":
+                    value = omero.rtypes.rstring(str(value.getUnit()))
+                else:
+                    raise omero.QueryException(message=f"could not resolve property: "
+                                               f"{'.'.join(parts[i:])} of: "
+                                               f"{type(value).__name__[:-1]}")
+                if typed and i == len(parts) - 1:
+                    return value
             else:
                 if isinstance(value, M.IObject) and not value.isLoaded():
                     value = self.resolve(value)
@@ -209,6 +236,12 @@ class Runner:
                     targets = [one] if one is not None else []
                 elif collection_of(kind_of(src), j.path) is not None:
                     targets = [c for c in self.db.children(src, j.path) if self.visible(c)]
+                elif isinstance(getattr(src, "_" + j.path, None), list):
+                    # A collection of components (MapAnnotation.mapValue, NamedValue
+                    # rows of annotation_mapvalue): the join gives one row per element.
+                    if j.fetch:
+                        raise _unsupported(text, f"join fetch of the component list {j.path}")
+                    targets = list(getattr(src, "_" + j.path))
                 elif hasattr(src, "_" + j.path):
                     one = self.resolve(getattr(src, "_" + j.path))
                     targets = [one] if one is not None else []
@@ -294,12 +327,24 @@ class Runner:
             stop = start + unwrap(f.limit) if unwrap(f.limit) is not None else None
             rows = rows[start:stop]
         if projection:
-            return [[self.cell(r, s, q, text) for s in q.select] for r in rows]
+            cells = [[self.cell(r, s, q, text) for s in q.select] for r in rows]
+            if q.distinct:
+                seen_rows: set[str] = set()
+                unique = []
+                for row_cells in cells:
+                    key = repr([unwrap(c) for c in row_cells])
+                    if key not in seen_rows:
+                        seen_rows.add(key)
+                        unique.append(row_cells)
+                cells = unique
+            return cells
         if len(q.select) != 1 or "." in q.select[0]:
             raise _unsupported(text, "a non-projection query must select one alias")
         out, seen = [], set()
         for r in rows:
             obj = r[q.select[0]]
+            if isinstance(obj, M.NamedValue):
+                raise _unsupported(text, "selecting a mapValue element as an object")
             ident = (kind_of(obj), unwrap(obj.id)) if obj is not None else None
             if ident in seen:  # one instance per row, as Hibernate returns them
                 continue
@@ -310,6 +355,30 @@ class Runner:
     def cell(self, row, path, q, text) -> Any:
         if "." not in path:  # a whole object: loaded, as Hibernate returns it
             obj = row.get(path)
+            if isinstance(obj, M.NamedValue):
+                raise _unsupported(text, f"selecting the mapValue element {path!r} whole "
+                                         "(select its .name and .value)")
             return None if obj is None else omero.rtypes.robject(self.materialize(obj, path, q))
-        value = self.value(row, path, text)
+        value = self.value(row, path, text, typed=True)
+        if isinstance(value, omero.RType):
+            return value
+        if isinstance(value, list):
+            raise _unsupported(text, f"selecting the collection-valued property {path!r} "
+                                     "(join it and select the elements' fields)")
+        if _is_unit(value):
+            # omero-blitz src/main/java/omero/util/IceMapper.java toRType: a unit in a
+            # projection is an rmap of value (rdouble), unit (the enum's name, rstring)
+            # and symbol (rstring).
+            return omero.rtypes.rmap({"value": omero.rtypes.rdouble(value.getValue()),
+                                      "unit": omero.rtypes.rstring(str(value.getUnit())),
+                                      "symbol": omero.rtypes.rstring(value.getSymbol())})
         return None if value is None else wrap(value)
+
+
+_UNIT_BASES = tuple(getattr(M, n) for n in ("Length", "Time", "Pressure", "Temperature",
+                                            "ElectricPotential", "Frequency", "Power"))
+
+
+def _is_unit(value: Any) -> bool:
+    """A value of a unit column (omero.model LengthI, TimeI, ...)."""
+    return isinstance(value, _UNIT_BASES)

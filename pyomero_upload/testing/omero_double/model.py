@@ -201,6 +201,10 @@ class Database:
         self.tables: dict[int, TableData] = {}
         self.rendering: set[tuple[int, int]] = set()  # (pixels id, user id) with settings
         self.passwords: dict[str, str] = {}
+        #: Experimenter ids for whom an empty stored password accepts any password
+        #: (omero-server ome/security/auth/PasswordUtil.java isPasswordRequired: false
+        #: for the guest user).
+        self.users_without_password: set[int] = set()
         for kind, values in ENUMS.items():
             for value in values:
                 obj = model_class(kind)()
@@ -247,6 +251,18 @@ class Database:
         self.passwords[name] = password
         e._member_of = list(groups)
         return e
+
+    def password_ok(self, user: Any, password: str) -> bool:
+        """omero-server src/main/java/ome/security/auth/ConfigurablePasswordProvider.java
+        comparePasswords: an empty stored password matches any password when none is
+        required for the user; otherwise the password must match."""
+        name = unwrap(user.omeName)
+        if name not in self.passwords:
+            return False
+        trusted = self.passwords[name]
+        if trusted.strip() == "":
+            return unwrap(user.id) in self.users_without_password
+        return trusted == password
 
     def group_by_name(self, name: str) -> Any:
         return next((o for (k, _), o in self.objects.items()

@@ -5,12 +5,39 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import Glacier2
+import Glacier2_Router_ice  # noqa: F401  (defines the Slice SessionNotExistException)
 import Ice
 
 from ._base import SESSION_TIMEOUT_MS, implements
 
 if TYPE_CHECKING:
     from .server import DoubleServer
+
+
+def _slice_exception(type_id: str) -> type:
+    """The Slice class of a Glacier2 user exception.
+
+    Ice 3.6's ``Glacier2.py`` defines plain Python classes ``SessionNotExistException``
+    and ``RestartSessionException`` (for its ``Glacier2.Application``) after importing
+    the generated ``Glacier2_Router_ice``, so ``Glacier2.SessionNotExistException`` is
+    not the user exception: raised by a servant it reaches the client as an Ice
+    "unknown" exception, not one it can catch.  This is the generated class, found by
+    its Slice name."""
+    found = [k for k in _subclasses(Ice.UserException) if getattr(k, "_ice_name", "") == type_id]
+    if not found:
+        raise RuntimeError(f"no Slice class for {type_id}")
+    return found[0]
+
+
+def _subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    subs: list[type] = cls.__subclasses__()
+    for sub in subs:
+        out += [sub, *_subclasses(sub)]
+    return out
+
+
+SessionNotExistException = _slice_exception("Glacier2::SessionNotExistException")
 
 
 @implements(Glacier2.Router)
@@ -46,10 +73,24 @@ class Router:
         return None
 
     def destroySession(self, current):
-        sf = self.server.by_client.pop(current.ctx.get("omero.client.uuid", ""), None)
-        if sf is None:
-            raise Glacier2.SessionNotExistException()
-        sf.destroy_factory()
+        # Glacier2 keeps its session per client connection until the client destroys it
+        # or the connection closes (zeroc-ice cpp/src/Glacier2/SessionRouterI.cpp
+        # destroySession: SessionNotExistException only for a connection without one).
+        # Blitz ending the OMERO session (ISession.closeSession, as BlitzGateway.close's
+        # killSession does) removes its ServiceFactory but does not tell Glacier2
+        # (omero-blitz ome/services/blitz/fire/SessionManagerI.java reapSession), so the
+        # client's destroySession that follows still succeeds, quietly.
+        watch = self.server.watches.get(current.con.toString()) if current.con else None
+        client = current.ctx.get("omero.client.uuid", "")
+        if watch is not None:
+            if not watch.routed:
+                raise SessionNotExistException()
+            watch.routed = False
+        elif client not in self.server.by_client:
+            raise SessionNotExistException()
+        sf = self.server.by_client.pop(client, None)
+        if sf is not None:
+            sf.destroy_factory()
 
     def getSessionTimeout(self, current):
         return SESSION_TIMEOUT_MS // 1000

@@ -55,6 +55,9 @@ class ConnectionWatch(Ice.ConnectionCallback):
         self.server = server
         self.key = key
         self.factories: list[ServiceFactory] = []
+        #: Glacier2 holds a session for this connection (createSession until
+        #: destroySession or the connection's end).
+        self.routed = False
 
     def heartbeat(self, con):
         pass
@@ -105,6 +108,14 @@ class DoubleServer:
         self.db.add_group("user", "rwr---", oid=1)
         self.db.add_group("guest", "rw----", oid=2)
         self.db.add_user(user, password, [0, 1], oid=0)
+        # The guest user (omero-common ome/system/Roles.java: guestId 1, in the "guest"
+        # group only). Its stored password is empty, and PasswordUtil.isPasswordRequired
+        # is false for the guest id, so ConfigurablePasswordProvider.comparePasswords
+        # accepts any password (omero-server src/main/java/ome/security/auth/): OMERO.web's
+        # connector logs in as guest/guest (omero-web omeroweb/connector.py
+        # create_guest_connection).
+        self.db.add_user("guest", "", [2], oid=1)
+        self.db.users_without_password.add(1)
         cert = make_certificate(workdir)
         init = Ice.InitializationData()
         init.properties = Ice.createProperties()
@@ -144,7 +155,7 @@ class DoubleServer:
             session.refs += 1  # SessionManagerImpl: each join is one more reference
         else:
             e = self.db.user_by_name(user)
-            if e is None or self.db.passwords.get(user) != password:
+            if e is None or not self.db.password_ok(e, password):
                 raise Glacier2.PermissionDeniedException("Password check failed")
             session = SessionState(self, e)
             self.sessions[session.uuid] = session
@@ -169,6 +180,7 @@ class DoubleServer:
                 watch = self.watches[key] = ConnectionWatch(self, key)
                 current.con.setCallback(watch)
             watch.factories.append(sf)
+            watch.routed = True
         return Glacier2.SessionPrx.uncheckedCast(current.adapter.createProxy(sf.identity))
 
     def check_connection(self, current: Any) -> None:

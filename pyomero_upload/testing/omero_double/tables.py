@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import uuid
 from typing import Any
 
@@ -12,7 +15,7 @@ import omero.model as M
 from omero.rtypes import rstring, unwrap
 
 from ._base import Servant, implements
-from .model import TableData, shallow
+from .model import TableData, plain, shallow
 from .update import save_graph
 
 
@@ -60,6 +63,7 @@ class Table(Servant):
     def __init__(self, sf: Any, fid: int) -> None:
         super().__init__(sf)
         self.fid = fid
+        self.modified = False
 
     @property
     def data(self) -> TableData:
@@ -86,6 +90,7 @@ class Table(Servant):
             if n in names[:i]:  # columns.py columns2definition
                 raise omero.ApiUsageException(message=f"Duplicate column name: {n}")
         t.columns = [_empty(c) for c in cols]
+        self.modified = True
 
     def _check_columns(self, cols):
         t = self.data
@@ -116,6 +121,7 @@ class Table(Servant):
         for mine, c in zip(self.data.columns, cols, strict=True):
             mine.values = list(mine.values) + list(c.values)
         self.data.rows += n
+        self.modified = True
 
     def getHeaders(self, current):
         if self.data.columns is None:
@@ -153,7 +159,30 @@ class Table(Servant):
         return {}
 
     def close(self, current):
+        # omero-py src/omero/tables.py TableI.close / __close_file: a table modified
+        # through this handle has its OriginalFile updated with a RawFileStore (write,
+        # save): size and hash of the file as closed (RawFileBean.save), a new update event.
+        if self.modified and self.fid in self.db.tables:
+            self._update_file()
+        self.modified = False
         self.sf.adapter.remove(current.id)
+
+    def _update_file(self) -> None:
+        """The double keeps no HDF5 file: the stored bytes are a JSON stand-in of the
+        columns and rows, so the OriginalFile's size and hash are those of bytes the
+        RawFileStore reads back."""
+        t = self.data
+        columns = [[type(c).__name__, c.name, plain(list(getattr(c, "values", [])))]
+                   for c in t.columns or []]
+        data = json.dumps({"columns": columns, "rows": t.rows}, sort_keys=True).encode()
+        self.db.files[self.fid] = bytearray(data)
+        stored = self.db.get("OriginalFile", self.fid)
+        row = copy.copy(stored)
+        row.setSize(omero.rtypes.rlong(len(data)))
+        row.setHash(rstring(hashlib.sha1(data).hexdigest()))
+        row._details = copy.copy(stored.details)
+        row._details.setUpdateEvent(M.EventI(self.db.new_event(), False))
+        self.db.objects[("OriginalFile", self.fid)] = row
 
     def delete(self, current):
         self.db.tables.pop(self.fid, None)
