@@ -101,7 +101,11 @@ def test_upload_then_query_notebooks_against_the_double(online, offline, demo):
     state = online.state()
     (dataset,) = [o for o in state["objects"] if o["class"] == "Dataset"
                   and o["fields"].get("name") == "notebook-run"]
-    images = sorted(o["fields"]["name"] for o in state["objects"] if o["class"] == "Image")
+    # the double is shared by the whole run: the notebook's images are its dataset's
+    ids = {o["fields"]["child"]["id"] for o in state["objects"]
+           if o["class"] == "DatasetImageLink" and o["fields"]["parent"]["id"] == dataset["id"]}
+    images = sorted(o["fields"]["name"] for o in state["objects"]
+                    if o["class"] == "Image" and o["id"] in ids)
     assert images == ["pos001", "pos002", "pos003"]
     # every plane the notebook sent is its source's (SHA-1 of the big-endian bytes)
     import hashlib
@@ -109,7 +113,7 @@ def test_upload_then_query_notebooks_against_the_double(online, offline, demo):
     from helpers import demo_planes, read_png
 
     pixels = {o["fields"]["image"]["id"]: o["id"] for o in state["objects"]
-              if o["class"] == "Pixels"}
+              if o["class"] == "Pixels" and o["fields"]["image"]["id"] in ids}
     names = {o["id"]: o["fields"]["name"] for o in state["objects"] if o["class"] == "Image"}
     for iid, pid in pixels.items():
         planes = state["pixels"][str(pid)]["planes"]
