@@ -70,8 +70,11 @@ demo: install ## Make a synthetic experiment, show its plan and export it as OME
 bioformats: install-test ## Fetch Bio-Formats (the tests' reference reader) once into the cache; Java from default-jre-headless
 	$(BIN)/python -m pyomero_upload.testing.bioformats
 
+# Tests in parallel, one process per core (pytest-xdist); a group (the Slurm tests) keeps to one.
+PYTEST_PARALLEL ?= -n auto --dist loadgroup
+
 test: install-omero bioformats ## Run the test suite: everything but the Docker and real-server tiers
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 SHELL_SCRIPTS = $(shell git ls-files '*.sh') .ci/run
 

@@ -328,6 +328,7 @@ SLURM_ARGS = ["--cluster", "slurm", "--jobs", "1", "--job-cores", "2", "--job-me
               "--walltime", "0:10:00", "--workers", "2"]
 
 
+@pytest.mark.xdist_group("slurm")  # one Slurm cluster per run: its tests on one worker
 def test_slurm_export(demo, reference, slurm, tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
     out = tmp_path / "out"
@@ -335,6 +336,7 @@ def test_slurm_export(demo, reference, slurm, tmp_path, monkeypatch):
     _same_pixels(out / "demo", reference)
 
 
+@pytest.mark.xdist_group("slurm")
 def test_slurm_upload(demo, double, slurm, monkeypatch, capsys):
     pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
     monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
