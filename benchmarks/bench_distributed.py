@@ -258,8 +258,10 @@ def main() -> int:
     if reason:
         print(f"export --cluster slurm: skipped ({reason})")
     else:
-        with slurm.running_slurm(Path(tempfile.mkdtemp(prefix="bench-slurm-"))) as env:
+        where = Path(tempfile.mkdtemp(prefix="bench-slurm-"))
+        with slurm.running_slurm(where) as env:
             os.environ["SLURM_CONF"] = env["SLURM_CONF"]
+            os.chdir(where)  # where sbatch puts the jobs' slurm-N.out
             # (the job's worker is slurmd's child, not ours: its CPU is not in the row)
             export_row("export --cluster slurm (1 job, 2 cores)", args.cli, data, out,
                        ["--cluster", "slurm", "--jobs", "1", "--job-cores", "2", "--job-mem",

@@ -331,15 +331,17 @@ SLURM_ARGS = ["--cluster", "slurm", "--jobs", "1", "--job-cores", "2", "--job-me
 @pytest.mark.xdist_group("slurm")  # one Slurm cluster per run: its tests on one worker
 def test_slurm_export(demo, reference, slurm, tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    monkeypatch.chdir(tmp_path)  # where sbatch puts the jobs' slurm-N.out
     out = tmp_path / "out"
     assert main(["-q", "export", str(demo), "-o", str(out), "-n", "demo", *SLURM_ARGS]) == 0
     _same_pixels(out / "demo", reference)
 
 
 @pytest.mark.xdist_group("slurm")
-def test_slurm_upload(demo, double, slurm, monkeypatch, capsys):
+def test_slurm_upload(demo, double, slurm, monkeypatch, capsys, tmp_path):
     pytest.importorskip("omero", reason="omero-py not installed (make install-omero)")
     monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    monkeypatch.chdir(tmp_path)  # where sbatch puts the jobs' slurm-N.out
     monkeypatch.setenv("OMERO_PASSWORD", double.password)
     assert main(["upload", str(demo), "--dataset", "on-slurm", "--host", double.host,
                  "--port", str(double.port), "--user", double.user, "-x", "--json",
