@@ -7,6 +7,7 @@ file is checked against the in-process export of the same experiment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -150,36 +151,45 @@ def test_one_engine_option_at_a_time():
         EngineSpec(cluster="local:zero")
 
 
-def test_a_lab_scheduler_and_worker_through_the_scheduler_file(demo, reference, tmp_path):
-    """`dask scheduler` and `dask worker`, as a lab starts them, on 127.0.0.1; the export
-    joins them through the scheduler file."""
+@contextlib.contextmanager
+def lab_cluster(where: Path, tls: list[str] = ()):
+    """`dask scheduler` and `dask worker --nworkers 2` on 127.0.0.1, as a lab starts them
+    (with ``tls`` options, over TLS); yields the scheduler file.  Both are stopped by pid."""
     dask = shutil.which("dask", path=str(Path(sys.executable).parent))
     if dask is None:
         pytest.skip("the dask command is not installed")
-    sched_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    sched_file = where / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    protocol = ["--protocol", "tls"] if tls else []
+    procs = [subprocess.Popen([dask, "scheduler", *protocol, "--host", "127.0.0.1", "--port",
+                               "0", "--no-dashboard", "--scheduler-file", str(sched_file),
+                               *tls], **quiet)]
     try:
         deadline = time.monotonic() + 60
         while not sched_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         procs.append(subprocess.Popen(
             [dask, "worker", "--scheduler-file", str(sched_file), "--nworkers", "2",
-             "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard", *tls], **quiet))
+        yield sched_file
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_a_lab_scheduler_and_worker_through_the_scheduler_file(demo, reference, tmp_path):
+    """`dask scheduler` and `dask worker`, as a lab starts them, on 127.0.0.1; the export
+    joins them through the scheduler file."""
+    with lab_cluster(tmp_path) as sched_file:
         out = tmp_path / "out"
         assert main(["-q", "export", str(demo), "-o", str(out), "-n", "demo",
                      "--scheduler-file", str(sched_file), "--workers", "1"]) == 0
         _same_pixels(out / "demo", reference)
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def _tls_files(where: Path) -> dict[str, Path]:
@@ -207,46 +217,26 @@ def test_a_lab_scheduler_and_workers_over_tls(demo, reference, tmp_path, monkeyp
     """The lab set-up with TLS: `dask scheduler` and `dask worker --nworkers 2` with a
     lab's certificates; the export reaches them at tls://127.0.0.1 with Dask's own
     configuration (no key or certificate on our command line)."""
-    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
-    if dask is None or shutil.which("openssl") is None:
-        pytest.skip("needs the dask command and openssl")
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    import dask.config
+
     tls = _tls_files(tmp_path)
     opts = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]), "--tls-key",
             str(tls["key"])]
-    sched_file = tmp_path / "scheduler.json"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [subprocess.Popen([dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
-                               "--port", "0", "--no-dashboard", "--scheduler-file",
-                               str(sched_file), *opts], **quiet)]
+    for key, value in (("CA_FILE", tls["ca"]), ("CLIENT__CERT", tls["cert"]),
+                       ("CLIENT__KEY", tls["key"])):
+        monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{key}", str(value))
+    dask.config.refresh()
     try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
-        assert address.startswith("tls://127.0.0.1:")
-        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "2",
-                                       "--nthreads", "1", "--host", "127.0.0.1",
-                                       "--no-dashboard", *opts], **quiet))
-        for key, value in (("CA_FILE", tls["ca"]), ("CLIENT__CERT", tls["cert"]),
-                           ("CLIENT__KEY", tls["key"])):
-            monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{key}", str(value))
-        import dask.config
-
-        dask.config.refresh()
-        out = tmp_path / "out"
-        assert main(["-q", "export", str(demo), "-o", str(out), "-n", "demo", "--scheduler",
-                     address, "--workers", "1"]) == 0
-        _same_pixels(out / "demo", reference)
+        with lab_cluster(tmp_path, opts) as sched_file:
+            address = json.loads(sched_file.read_text())["address"]
+            assert address.startswith("tls://127.0.0.1:")
+            out = tmp_path / "out"
+            assert main(["-q", "export", str(demo), "-o", str(out), "-n", "demo",
+                         "--scheduler", address, "--workers", "1"]) == 0
+            _same_pixels(out / "demo", reference)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        import dask.config
-
         monkeypatch.undo()
         dask.config.refresh()
 

@@ -18,7 +18,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -198,11 +197,9 @@ def run_export(
             remove_stale_temporaries(out_dir, known_temporaries())
             folder = MetadataFolder.start(metadata, out_dir)
             try:
-                write = _write_positions if engine is None else partial(
-                    _write_positions_on, engine)
-                write(exp, result, writer, settings, metadata=metadata, provenance=provenance,
-                      workers=workers or default_workers(), overwrite=overwrite,
-                      on_plane=on_plane)
+                _write_positions(exp, result, writer, settings, metadata=metadata,
+                                 provenance=provenance, workers=workers or default_workers(),
+                                 overwrite=overwrite, on_plane=on_plane, engine=engine)
                 if engine is not None:  # what workers that died mid-position left
                     remove_stale_temporaries(out_dir, known_temporaries(), folder=False)
                 if folder is not None:
@@ -266,74 +263,69 @@ def _write_positions(
     workers: int,
     overwrite: bool,
     on_plane: Callable[[int], None] | None,
+    engine: Engine | None = None,
 ) -> None:
-    """The one per-position loop: decode -> describe -> write, run with the folder locked.
+    """The one per-position loop, run with the folder locked: decide what to write,
+    then write each position in order and record it.
 
-    Planes of every position to write are decoded by one pool, in order and a
-    bounded number ahead, so the next position's first planes are ready when
-    the writer finishes one.
+    In this process (no ``engine``) the planes of every position to write are
+    decoded by one pool, in order and a bounded number ahead, so the next
+    position's first planes are ready when the writer finishes one; with an
+    ``engine`` each position is a task (:func:`write_position`) and ``on_plane``
+    is called once per position.
     """
     todo = outputs_to_write(exp, result, settings, writer, overwrite)
-    work = {pos.name: writer.plane_work(pos) for pos, _, _ in todo}
-
-    def run(item: tuple[Position, Path | None]) -> Any:
-        return work[item[0].name](item[1])
-
-    jobs = ((pos, path) for pos, _, _ in todo for path in exp.plane_paths(pos))
-    plane_bytes = max(
-        (exp.position_nbytes(p) // exp.planes_per_position for p, _, _ in todo), default=1
-    )
-    stream = ordered_map(run, jobs, workers, prefetch_window(workers, plane_bytes))
     prov = provenance_pairs(exp) if provenance else None
     done = set()
+    stream: Any = None
     try:
-        for pos, target, fingerprint in todo:
-            spec = describe(exp, pos, metadata, provenance=prov, fingerprint=fingerprint)
-            writer.write(spec, itertools.islice(stream, spec.n_planes), target, on_plane)
+        if engine is None:
+            stream = _decoded(exp, writer, [pos for pos, _, _ in todo], workers)
+            planes_written: Iterator[int] = (
+                _write_one(exp, pos, target, fingerprint, writer, metadata, prov, stream,
+                           on_plane) for pos, target, fingerprint in todo)
+        else:
+            items = [(exp, pos, target, fingerprint, writer, metadata, prov, workers)
+                     for pos, target, fingerprint in todo]
+            planes_written = engine.map_ordered(write_position, items,
+                                                [f"export-{pos.name}" for pos, _, _ in todo])
+        for (pos, target, _), planes in zip(todo, planes_written, strict=True):
             result.files.append(target)
-            result.planes += spec.n_planes
+            result.planes += planes
             result.nbytes += exp.position_nbytes(pos)
             done.add(pos.name)
+            if engine is not None and on_plane:
+                on_plane(exp.position_nbytes(pos))
     finally:
-        stream.close()
+        if stream is not None:
+            stream.close()
         # What was not written is not in the report.
         result.entries[:] = [e for e in result.entries
                              if e.status == "skipped" or e.position in done]
 
 
-def _write_positions_on(
-    engine: Engine,
-    exp: Experiment,
-    result: ExportResult,
-    writer: ImageWriter,
-    settings: str,
-    *,
-    metadata: ExperimentMetadata | None,
-    provenance: bool,
-    workers: int,
-    overwrite: bool,
-    on_plane: Callable[[int], None] | None,
-) -> None:
-    """The per-position loop on Dask: one task per position (:func:`write_position`),
-    the results taken in position order."""
-    todo = outputs_to_write(exp, result, settings, writer, overwrite)
-    prov = provenance_pairs(exp) if provenance else None
-    items = [(exp, pos, target, fingerprint, writer, metadata, prov, workers)
-             for pos, target, fingerprint in todo]
-    done = set()
-    try:
-        results = engine.map_ordered(write_position, items,
-                                     [f"export-{pos.name}" for pos, _, _ in todo])
-        for (pos, target, _), planes in zip(todo, results, strict=True):
-            result.files.append(target)
-            result.planes += planes
-            result.nbytes += exp.position_nbytes(pos)
-            done.add(pos.name)
-            if on_plane:
-                on_plane(exp.position_nbytes(pos))
-    finally:
-        result.entries[:] = [e for e in result.entries
-                             if e.status == "skipped" or e.position in done]
+def _decoded(exp: Experiment, writer: ImageWriter, positions: list[Position],
+             workers: int) -> Any:
+    """Every plane of ``positions`` after the writer's per-plane work, in order."""
+    work = {pos.name: writer.plane_work(pos) for pos in positions}
+
+    def run(item: tuple[Position, Path | None]) -> Any:
+        return work[item[0].name](item[1])
+
+    jobs = ((pos, path) for pos in positions for path in exp.plane_paths(pos))
+    plane_bytes = max((exp.position_nbytes(p) // exp.planes_per_position for p in positions),
+                      default=1)
+    return ordered_map(run, jobs, workers, prefetch_window(workers, plane_bytes))
+
+
+def _write_one(exp: Experiment, position: Position, target: Path, fingerprint: str,
+               writer: ImageWriter, metadata: ExperimentMetadata | None,
+               provenance: list[tuple[str, str]] | None, planes: Iterator[Any],
+               on_plane: Callable[[int], None] | None) -> int:
+    """Describe one position and write it from the next of ``planes``; its plane count."""
+    spec = describe(exp, position, metadata, provenance=provenance, fingerprint=fingerprint)
+    writer.write(spec, itertools.islice(planes, spec.n_planes), target, on_plane)
+    return spec.n_planes
 
 
 def write_position(
@@ -360,12 +352,9 @@ def write_position(
                          f"output folder not reachable from {socket.gethostname()}")
     if writer.present(target) and writer.read_fingerprint(target) == fingerprint:
         return exp.planes_per_position
-    work = writer.plane_work(position)
-    window = prefetch_window(workers, exp.position_nbytes(position) // exp.planes_per_position)
-    stream = ordered_map(work, exp.plane_paths(position), workers, window)
+    stream = _decoded(exp, writer, [position], workers)
     try:
-        spec = describe(exp, position, metadata, provenance=provenance, fingerprint=fingerprint)
-        writer.write(spec, stream, target, None)
+        return _write_one(exp, position, target, fingerprint, writer, metadata, provenance,
+                          stream, None)
     finally:
         stream.close()
-    return spec.n_planes
