@@ -54,7 +54,7 @@ def test_no_secret_or_proxy_ca_in_the_image(image):
         assert body not in bundle.replace("\n", ""), f"{extra.name} found in {image}"
 
 
-@pytest.mark.parametrize("image,limit_mb", [("omero_base", 450), ("omero_uploader", 550)],
+@pytest.mark.parametrize("image,limit_mb", [("omero_base", 450), ("omero_uploader", 600)],
                          indirect=["image"])
 def test_image_size_targets(image, limit_mb):
     size = json.loads(docker("image", "inspect", image).stdout)[0]["Size"] / 1e6
