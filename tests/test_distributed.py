@@ -350,3 +350,27 @@ def test_slurm_upload(demo, double, slurm, monkeypatch, capsys, tmp_path):
                   if k == "DatasetImageLink"
                   and o["fields"]["parent"]["id"] == report["dataset"]["id"]]
     assert sorted(in_dataset) == [e["id"] for e in report["images"]]
+
+
+def test_the_coordinator_killed_then_rerun_gives_one_complete_file_each(demo, reference,
+                                                                        tmp_path):
+    """SIGKILL the command itself (the coordinator, with its LocalCluster) once a position
+    is written; the same command again finishes the export: one complete file per
+    position, equal to the in-process export, no temporaries."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pyomero_upload", "-q", "export", str(demo), "-o", str(out),
+           "-n", "demo", "--cluster", "local:2", "--workers", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "demo").glob("*.ome.tiff")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the export ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        running = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and every worker it started
+        proc.wait()
+    assert running  # killed mid-run, not after it ended
+    assert subprocess.run(cmd).returncode == 0
+    _same_pixels(out / "demo", reference)

@@ -1289,3 +1289,46 @@ def test_a_reconnect_to_another_server_stops_the_run(tmp_path, monkeypatch):
             assert not [o for o in state["objects"] if o["class"] == "Image"]
     finally:
         conn.close()
+
+
+def test_two_runs_creating_one_project_and_dataset_at_once_agree_on_one(double, alice,
+                                                                         reader, monkeypatch):
+    """Both find no project, both create one, then each keeps the oldest and the run that
+    made the other removes its own; the same for the dataset inside it."""
+    from pyomero_upload.omero import containers
+
+    settings = connection.ConnectionSettings(double.host, double.port, alice.name,
+                                             alice.password)
+    conns = [connection.Connection.open(settings) for _ in range(2)]
+    both_looked = threading.Barrier(2, timeout=30)
+    for name in ("find_project", "find_datasets"):
+        real, seen = getattr(containers, name), threading.local()
+
+        def after_both(*args, _real=real, _seen=seen, **kw):
+            found = _real(*args, **kw)
+            if not getattr(_seen, "once", False):  # the first look only: then both create
+                _seen.once = True
+                both_looked.wait()
+            return found
+
+        monkeypatch.setattr(containers, name, after_both)
+    results: list = [None, None]
+
+    def run(i: int) -> None:
+        pid, _ = containers.ensure_project(conns[i], "raced project")
+        results[i] = (pid, containers.ensure_dataset(conns[i], "raced", pid)[0])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        for c in conns:
+            c.close()
+    assert results[0] == results[1] and results[0] is not None
+    projects = [p for p in reader.kind("Project") if unwrap(p.name) == "raced project"]
+    datasets = [d for d in reader.kind("Dataset") if unwrap(d.name) == "raced"]
+    assert [p.id.val for p in projects] == [results[0][0]]
+    assert [d.id.val for d in datasets] == [results[0][1]]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 from . import _ice
 from ._ice import rstring
-from .queries import find_datasets, find_project
+from .queries import find_datasets, find_project, find_projects
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -26,7 +26,14 @@ def ensure_project(conn: Connection, name: str, dry_run: bool = False) -> tuple[
         return project_id, project_id is None
     p = _ice.omero.model.ProjectI()
     p.setName(rstring(name))
-    return conn.update.saveAndReturnObject(p).id.val, True
+    project_id = conn.update.saveAndReturnObject(p).id.val
+    # Two runs that found none both made one: the oldest is kept by both, and this
+    # run's own (still empty: nothing is put in it before this check) removed.
+    found = find_projects(conn, name)
+    if found and found[0] != project_id:
+        _delete(conn, "Project", project_id)
+        return found[0], False
+    return project_id, True
 
 
 def ensure_dataset(conn: Connection, name: str, project_id: int | None = None,
@@ -64,10 +71,14 @@ def ensure_dataset(conn: Connection, name: str, project_id: int | None = None,
         dataset_id = conn.update.saveAndReturnObject(d).id.val
     found = find_datasets(conn, name, project_id)
     if found and found[0] != dataset_id:  # another run made one first: use it
-        conn.client.submit(_ice.omero.cmd.Delete2(targetObjects={"Dataset": [dataset_id]}),
-                           loops=120, ms=500)
+        _delete(conn, "Dataset", dataset_id)
         return found[0], False
     return dataset_id, True
+
+
+def _delete(conn: Connection, kind: str, object_id: int) -> None:
+    conn.client.submit(_ice.omero.cmd.Delete2(targetObjects={kind: [object_id]}),
+                       loops=120, ms=500)
 
 
 def _ambiguous(name: str, ids: Sequence[int]) -> UsageError:

@@ -86,10 +86,16 @@ class PixelsInfo:
     channels: list[str | None]
 
 
+def find_projects(conn: Connection, name: str) -> list[int]:
+    """Ids of the user's projects of this name, oldest first."""
+    found = conn.query.findAllByQuery(Q_PROJECT, params(name=name, uid=conn.user_id))
+    return sorted(p.id.val for p in found)
+
+
 def find_project(conn: Connection, name: str) -> int | None:
     """The id of the user's oldest project of this name, or None."""
-    found = conn.query.findAllByQuery(Q_PROJECT, params(name=name, uid=conn.user_id))
-    return found[0].id.val if found else None
+    found = find_projects(conn, name)
+    return found[0] if found else None
 
 
 def find_datasets(conn: Connection, name: str, project_id: int | None = None) -> list[int]:
@@ -181,4 +187,4 @@ def dataset_summary(conn: Connection, dataset_id: int) -> dict[str, Any]:
 
 __all__ = ["AnnotationInfo", "ExistingImage", "PixelsInfo", "annotations_of", "dataset_summary",
            "dataset_name", "existing_images", "find_dataset", "find_datasets", "find_project",
-           "find_tag", "pixels_of"]
+           "find_projects", "find_tag", "pixels_of"]
