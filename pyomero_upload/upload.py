@@ -145,24 +145,11 @@ class DefaultImageProcessor(ImageProcessor):
                 new = images.create_image(conn, dataset.id, spec, identity=ident)
             finally:
                 turns.done(i)
-            try:
-                if single is None:
-                    window = prefetch_window(decoders,
-                                             exp.position_nbytes(pos) // spec.n_planes)
-                    stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
-                    try:
-                        written = images.write(conn, dataset.id, spec, stream, tags, on_plane,
-                                               new)
-                    finally:
-                        stream.close()
-                else:
-                    written = images.write(conn, dataset.id, spec, [plane], tags, on_plane, new)
-            except InputError:
-                # A source plane cannot be read: the new image can never be finished, so
-                # it goes now (any older copy stays, untouched).
-                with contextlib.suppress(Exception):
-                    containers.delete_images(conn, [new.image_id])
-                raise
+            if single is None:
+                written = write_position(conn, dataset.id, pos, spec, new, tags, decoders,
+                                         on_plane)
+            else:
+                written = _write_or_remove(conn, dataset.id, spec, [plane], tags, on_plane, new)
             # Only now, with the new image complete, does the old copy go.
             containers.delete_images(conn, old)
             key = spec.name if single is None else ident
@@ -245,6 +232,32 @@ def reconcile(conn: Connection, dataset_id: int, expected: dict[str, str]) -> li
     return missing
 
 
+def write_position(conn: Connection, dataset_id: int, pos: Position, spec, new: images.NewImage,
+                   tags, decoders: int, on_plane: Callable[[int], None] | None
+                   ) -> images.WrittenImage:
+    """Decode a position's planes with ``decoders`` threads, a bounded number ahead,
+    and write them into the image ``new``."""
+    window = prefetch_window(decoders, max(1, spec.nbytes // spec.n_planes))
+    stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
+    try:
+        return _write_or_remove(conn, dataset_id, spec, stream, tags, on_plane, new)
+    finally:
+        stream.close()
+
+
+def _write_or_remove(conn: Connection, dataset_id: int, spec, planes, tags,
+                     on_plane: Callable[[int], None] | None,
+                     new: images.NewImage) -> images.WrittenImage:
+    """:func:`images.write`; where a source plane cannot be read the new image can
+    never be finished, so it goes at once (any older copy stays, untouched)."""
+    try:
+        return images.write(conn, dataset_id, spec, planes, tags, on_plane, new)
+    except InputError:
+        with contextlib.suppress(Exception):
+            containers.delete_images(conn, [new.image_id])
+        raise
+
+
 def upload_position(exp: Experiment, pos: Position, spec, new: images.NewImage,
                     dataset_id: int, tags, decoders: int, semaphore: str,
                     max_leases: int) -> tuple[int, int, int]:
@@ -268,16 +281,7 @@ def upload_position(exp: Experiment, pos: Position, spec, new: images.NewImage,
         if status != "incomplete":
             new = images.create_image(conn, dataset_id, spec, identity=new.identity)
         images.mark_writing(conn, new, spec.fingerprint)
-        window = prefetch_window(decoders, max(1, spec.nbytes // spec.n_planes))
-        stream = ordered_map(pos.read_plane, spec.sources, decoders, window)
-        try:
-            written = images.write(conn, dataset_id, spec, stream, tags, None, new)
-        except InputError:
-            with contextlib.suppress(Exception):
-                containers.delete_images(conn, [new.image_id])
-            raise
-        finally:
-            stream.close()
+        written = write_position(conn, dataset_id, pos, spec, new, tags, decoders, None)
     return written.image_id, spec.n_planes, written.pixel_calls
 
 
