@@ -25,7 +25,14 @@ from .describe import (
 )
 from .errors import InputError, OmeroError, PluginError, UsageError
 from .layout import Experiment, Position
-from .model import CLIENT_MAP_NS, PROVENANCE_NS, SOURCE_NS, ExperimentMetadata
+from .model import (
+    ATTACHMENT_NS,
+    BULK_ANNOTATIONS_NS,
+    CLIENT_MAP_NS,
+    PROVENANCE_NS,
+    SOURCE_NS,
+    ExperimentMetadata,
+)
 from .omero import annotations as anns
 from .omero import containers, images, queries
 from .omero.claims import DatasetClaim
@@ -256,6 +263,13 @@ def _write_or_remove(conn: Connection, dataset_id: int, spec, planes, tags,
         with contextlib.suppress(Exception):
             containers.delete_images(conn, [new.image_id])
         raise
+    except Exception as exc:
+        err = conn.translate(exc)
+        # A server error (not a lost connection) on an image that is no longer there:
+        # someone deleted it under this run; say so rather than the server's words.
+        if type(err) is OmeroError and images.is_gone(conn, new.image_id):
+            raise images.gone(new.image_id, spec.name) from None
+        raise
 
 
 def upload_position(exp: Experiment, pos: Position, spec, new: images.NewImage,
@@ -291,11 +305,28 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
     the dataset, once: a marker annotation records that it was done.
 
     After an interrupted first run, only what is missing is added: a namespace's
-    map, a tag, a table or a file already there is neither added nor linked again.
+    map, a tag, a table or a file already there is neither added nor linked again,
+    and a table an interrupted run made but never annotated is removed.  Copies
+    of our own annotations that earlier races left are removed too (the oldest
+    kept).  Call under the dataset's claim.
     """
     present = queries.annotations_of(conn, "Dataset", dataset_id)
+    ours = set(metadata.tables) if metadata else set()
+    ours |= {Path(p).name for p in (metadata.attachments if metadata else [])}
+    doomed = duplicate_annotations(present, ours)
+    if doomed:
+        log.info("removing %d duplicated dataset annotation(s): %s", len(doomed),
+                 ", ".join(str(a.id) for a in doomed))
+        containers.delete_annotations(conn, doomed)
+        gone = {a.id for a in doomed}
+        present = [a for a in present if a.id not in gone]
     if any(a.ns == SOURCE_NS for a in present):
         return
+    orphans = queries.orphan_tables(conn, dataset_id)
+    if orphans:
+        log.info("removing %d table file(s) an interrupted run left unannotated: %s",
+                 len(orphans), ", ".join(map(str, orphans)))
+        containers.delete_files(conn, orphans)
     namespaces = {a.ns for a in present if a.kind == "MapAnnotation"}
     files = {a.text for a in present if a.kind == "FileAnnotation"}
     groups = []
@@ -320,6 +351,32 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
         [("Dataset annotations", "complete"),
          ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds"))], SOURCE_NS)])
     anns.link_annotations(conn, "Dataset", dataset_id, marker, new_target=True)
+
+
+def duplicate_annotations(present: list[queries.AnnotationInfo], file_names: set[str]
+                          ) -> list[queries.AnnotationInfo]:
+    """Our dataset annotations that repeat an older one (races of earlier versions):
+    our own namespaces' maps (one each per dataset), key-value maps of identical
+    content, and files or tables of a name this upload writes.  A user's own
+    annotations, even in the same namespaces, are never matched."""
+    seen: set[tuple] = set()
+    doomed = []
+    for ann in sorted(present, key=lambda a: a.id):
+        if ann.kind == "MapAnnotation" and ann.ns in (SOURCE_NS, PROVENANCE_NS):
+            key: tuple | None = (ann.kind, ann.ns)
+        elif ann.kind == "MapAnnotation" and ann.ns == CLIENT_MAP_NS:
+            key = (ann.kind, ann.ns, tuple(ann.pairs))
+        elif (ann.kind == "FileAnnotation" and ann.ns in (ATTACHMENT_NS, BULK_ANNOTATIONS_NS)
+              and ann.text in file_names):
+            key = (ann.kind, ann.ns, ann.text)
+        else:
+            key = None
+        if key is None:
+            continue
+        if key in seen:
+            doomed.append(ann)
+        seen.add(key)
+    return doomed
 
 
 def upload_experiment(
@@ -385,6 +442,10 @@ def upload_experiment(
     except Exception as exc:
         raise (conn.translate(exc) or exc) from None
     if options.dry_run:
+        try:
+            remove_orphan_images(conn, dataset_id, dry_run=True)
+        except Exception as exc:
+            raise (conn.translate(exc) or exc) from None
         _process(conn, exp, metadata, dataset_id, options, result, processor, on_plane)
     else:
         # One writer per dataset, across machines: the claim is OMERO's own state.
@@ -396,6 +457,7 @@ def upload_experiment(
         try:
             try:
                 annotate_dataset(conn, dataset_id, exp, metadata, options.provenance)
+                remove_orphan_images(conn, dataset_id)
             except Exception as exc:
                 raise (conn.translate(exc) or exc) from None
             _process(conn, exp, metadata, dataset_id, options, result, processor, on_plane)
@@ -403,6 +465,20 @@ def upload_experiment(
             claim.__exit__(None, None, None)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def remove_orphan_images(conn: Connection, dataset_id: int, dry_run: bool = False) -> list[int]:
+    """Remove the images an interrupted run began for the dataset but never linked
+    to it (:func:`queries.orphan_images`); under the dataset's claim, no other run
+    can be making one.  Return their ids."""
+    orphans = queries.orphan_images(conn, dataset_id)
+    if orphans:
+        log.info("%s %d image(s) an interrupted run left outside dataset %d: %s",
+                 "would remove" if dry_run else "removing", len(orphans), dataset_id,
+                 ", ".join(map(str, orphans)))
+        if not dry_run:
+            containers.delete_images(conn, orphans)
+    return orphans
 
 
 def _process(conn: Connection, exp: Experiment, metadata: ExperimentMetadata | None,

@@ -19,7 +19,13 @@ from ..errors import OmeroError
 from ..model import ATTACHMENT_NS, BULK_ANNOTATIONS_NS
 from . import _ice
 from ._ice import params, rstring
-from .queries import Q_ANNOTATION_LINKS, Q_MAP_ANNOTATION, find_tag
+from .queries import (
+    Q_ANNOTATION_LINKS,
+    Q_MAP_ANNOTATION,
+    TABLE_PATH,
+    find_tag,
+    unreferenced_upload,
+)
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -112,20 +118,35 @@ def link_annotations(conn: Connection, kind: str, target_id: int,
 
 def attach_file(conn: Connection, kind: str, target_id: int, path: Path, ns: str = ATTACHMENT_NS,
                 description: str | None = None) -> AnnotationRef:
-    """Upload a file as it is and attach it to a Dataset or Image."""
-    model = _ice.omero.model
+    """Upload a file as it is and attach it to a Dataset or Image.
+
+    The annotation is saved with its link in one call, so no annotation is ever
+    left unlinked.  A file of the same name and content (SHA-1, as
+    ``client.upload`` records it) that an interrupted run uploaded but never
+    annotated is reused rather than sent again.
+    """
     mime = mimetypes.guess_type(path.name)[0] or "text/plain"
-    original = conn.retry(lambda: conn.client.upload(
-        str(path), name=path.name, type=mime, block_size=UPLOAD_BLOCK_BYTES),
-        f"uploading {path.name}", idempotent=False)
+    file_id = unreferenced_upload(conn, path.name, conn.client.sha1(str(path)))
+    if file_id is None:
+        file_id = conn.retry(lambda: conn.client.upload(
+            str(path), name=path.name, type=mime, block_size=UPLOAD_BLOCK_BYTES),
+            f"uploading {path.name}", idempotent=False).id.val
+    return _save_file_annotation(conn, kind, target_id, file_id, ns, description)
+
+
+def _save_file_annotation(conn: Connection, kind: str, target_id: int, file_id: int, ns: str,
+                          description: str | None) -> AnnotationRef:
+    """A new FileAnnotation of the file, saved together with its link to the object."""
+    model = _ice.omero.model
     ann = model.FileAnnotationI()
-    ann.setFile(model.OriginalFileI(original.id.val, False))
+    ann.setFile(model.OriginalFileI(file_id, False))
     ann.setNs(rstring(ns))
     if description:
         ann.setDescription(rstring(description))
-    ref = _ref(conn.update.saveAndReturnObject(ann))
-    link_annotations(conn, kind, target_id, [ref], new_target=True)
-    return ref
+    link = getattr(model, f"{kind}AnnotationLinkI")()
+    link.setParent(getattr(model, f"{kind}I")(target_id, False))
+    link.setChild(ann)
+    return _ref(conn.update.saveAndReturnObject(link).child)
 
 
 def attach_table(conn: Connection, kind: str, target_id: int, name: str, df: Any,
@@ -134,9 +155,13 @@ def attach_table(conn: Connection, kind: str, target_id: int, name: str, df: Any
 
     Falls back to an attached HDF5 file where the server has no tables service.
     """
-    grid, model = _ice.omero.grid, _ice.omero.model
+    grid = _ice.omero.grid
     resources = conn.sf.sharedResources()
-    table = resources.newTable(1, f"{name}.h5") if resources.areTablesEnabled() else None
+    # The table's file sits under the dataset's own path, so that one a kill left
+    # before its annotation is found, and removed, by the next run (orphan_tables).
+    where = TABLE_PATH.format(dataset_id=target_id) if kind == "Dataset" else "pyomero-upload"
+    table = (resources.newTable(1, f"{where}/{name}.h5") if resources.areTablesEnabled()
+             else None)
     if table is None:
         if fallback_dir is None:
             raise OmeroError("the server has no OMERO.tables service")
@@ -164,13 +189,8 @@ def attach_table(conn: Connection, kind: str, target_id: int, name: str, df: Any
         original = table.getOriginalFile()
     finally:
         table.close()
-    ann = model.FileAnnotationI()
-    ann.setFile(model.OriginalFileI(original.id.val, False))
-    ann.setNs(rstring(BULK_ANNOTATIONS_NS))
-    ann.setDescription(rstring(name))
-    ref = _ref(conn.update.saveAndReturnObject(ann))
-    link_annotations(conn, kind, target_id, [ref], new_target=True)
-    return ref
+    return _save_file_annotation(conn, kind, target_id, original.id.val, BULK_ANNOTATIONS_NS,
+                                 name)
 
 
 def _empty_like(column: Any) -> Any:

@@ -6,7 +6,10 @@ start time, heartbeat), in one save, then lists the dataset's claims.  Of the
 live ones (a heartbeat within :data:`STALE_AFTER_S`), the lowest id is the
 writer; every other run waits or refuses, naming the writer.  The writer
 keeps its heartbeat fresh from a thread, removes stale claims (runs that were
-killed), and removes its own claim when it ends.  Two runs that claim at once
+killed), and removes its own claim when it ends.  A claim made in this very
+process space (same boot, same PID namespace) whose process no longer runs
+is a dead run's at once, so a re-run after a kill need not wait for it to go
+stale.  Two runs that claim at once
 both see both claims and agree on the lowest id, so exactly one proceeds.  A
 lock file would hold on one machine only; this holds for two laptops, a
 cluster's workers and a login node alike.
@@ -24,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DatasetBusyError
@@ -54,6 +58,21 @@ class Claim:
     host: str
     started: str
     heartbeat: float
+    process: int | None = None
+    space: str = ""
+
+    def dead_here(self) -> bool:
+        """True where the claim was made in this process space by a process that no
+        longer runs (a PID is only compared within the PID namespace it belongs to)."""
+        if self.process is None or not self.space or self.space != process_space():
+            return False
+        try:
+            os.kill(self.process, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # it exists (another user's): alive
+            return False
+        return False
 
     def describe(self) -> str:
         return f"{self.user} on {self.host}, started {self.started} (run {self.run})"
@@ -64,9 +83,21 @@ def _clock() -> float:
     return time.time()
 
 
+def process_space() -> str:
+    """This machine's boot and PID namespace (Linux), where a PID means one process;
+    empty elsewhere (no claim is then judged by its process)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
 def _pairs(run: str, user: str, host: str, started: str, beat: float) -> list[tuple[str, str]]:
-    return [("Run", run), ("User", user), ("Host", host), ("Process", str(os.getpid())),
-            ("Started", started), ("Heartbeat", f"{beat:.3f}")]
+    pairs = [("Run", run), ("User", user), ("Host", host), ("Process", str(os.getpid())),
+             ("Started", started), ("Heartbeat", f"{beat:.3f}")]
+    space = process_space()
+    return pairs + [("Process space", space)] if space else pairs
 
 
 def claims_on(conn: Connection, dataset_id: int) -> list[Claim]:
@@ -82,8 +113,10 @@ def claims_on(conn: Connection, dataset_id: int) -> list[Claim]:
             beat = float(pairs.get("Heartbeat", "0"))
         except ValueError:
             beat = 0.0
+        pid = pairs.get("Process", "")
         out.append(Claim(ann.id, pairs.get("Run", "?"), pairs.get("User", "?"),
-                         pairs.get("Host", "?"), pairs.get("Started", "?"), beat))
+                         pairs.get("Host", "?"), pairs.get("Started", "?"), beat,
+                         int(pid) if pid.isdigit() else None, pairs.get("Process space", "")))
     return sorted(out, key=lambda c: c.id)
 
 
@@ -102,7 +135,8 @@ def take(conn: Connection, dataset_id: int, user: str) -> Claim:
     link.setParent(model.DatasetI(dataset_id, False))
     link.setChild(ann)
     saved = conn.update.saveAndReturnObject(link)
-    return Claim(saved.child.id.val, run, user, host, started, now)
+    return Claim(saved.child.id.val, run, user, host, started, now, os.getpid(),
+                 process_space())
 
 
 def beat(conn: Connection, claim: Claim) -> None:
@@ -151,8 +185,8 @@ class DatasetClaim:
             while True:
                 now = _clock()
                 claims = claims_on(self.conn, self.dataset_id)
-                live = [c for c in claims
-                        if c.id == mine.id or now - c.heartbeat < self.stale_after_s]
+                live = [c for c in claims if c.id == mine.id or (
+                    now - c.heartbeat < self.stale_after_s and not c.dead_here())]
                 writer = live[0] if live else mine
                 if writer.id == mine.id:
                     stale = [c for c in claims if c not in live]
@@ -200,4 +234,4 @@ class DatasetClaim:
         self._release()
 
 
-__all__ = ["Claim", "DatasetClaim", "beat", "claims_on", "drop", "take"]
+__all__ = ["Claim", "DatasetClaim", "beat", "claims_on", "drop", "process_space", "take"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 from . import _ice
 from ._ice import rstring
-from .queries import find_datasets, find_project, find_projects
+from .queries import AnnotationInfo, find_datasets, find_project, find_projects
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -95,4 +95,22 @@ def delete_images(conn: Connection, ids: Sequence[int]) -> None:
     conn.client.submit(cmd, loops=120, ms=500)
 
 
-__all__ = ["delete_images", "ensure_dataset", "ensure_project"]
+def delete_annotations(conn: Connection, annotations: Sequence[AnnotationInfo]) -> None:
+    """Delete annotations with their links (a FileAnnotation's file goes with it, as
+    in OMERO's delete rules)."""
+    targets: dict[str, list[int]] = {}
+    for ann in annotations:
+        targets.setdefault(ann.kind, []).append(ann.id)
+    if targets:
+        conn.client.submit(_ice.omero.cmd.Delete2(targetObjects=targets), loops=120, ms=500)
+
+
+def delete_files(conn: Connection, ids: Sequence[int]) -> None:
+    """Delete OriginalFiles (what no annotation holds any more)."""
+    if ids:
+        conn.client.submit(_ice.omero.cmd.Delete2(targetObjects={"OriginalFile": list(ids)}),
+                           loops=120, ms=500)
+
+
+__all__ = ["delete_annotations", "delete_files", "delete_images", "ensure_dataset",
+           "ensure_project"]

@@ -20,7 +20,7 @@ from . import _ice
 from ._ice import params, rstring, unwrap
 from .annotations import AnnotationRef, link_annotations, new_maps, set_map
 from .pixels import PixelWriter
-from .queries import Q_IMAGE, Q_MAP_ANNOTATION, Q_PIXELS, Q_PIXELS_TYPE
+from .queries import PENDING_IMAGE, Q_IMAGE, Q_MAP_ANNOTATION, Q_PIXELS, Q_PIXELS_TYPE
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -49,10 +49,12 @@ def create_image(conn: Connection, dataset_id: int, spec: ImageSpec,
     """Create the empty image ``spec`` describes, link it to the dataset at once,
     mark it incomplete, with its ``identity`` (what it is the upload of).
 
-    Linking first means an interruption never leaves an image outside its
-    dataset; the "incomplete" mark means the next run replaces it.
+    Until its pixels are in, the image's description names the dataset it is
+    for (:data:`~.queries.PENDING_IMAGE`): a kill between ``createImage`` and the
+    link leaves an image in no dataset, and the next run of the dataset finds it by
+    that (:func:`~.queries.orphan_images`) and removes it.  Linked, the
+    "incomplete" mark means the next run replaces it.
     """
-    model = _ice.omero.model
     x, y, z, c, t = spec.size
     if spec.dtype not in OME_PIXEL_TYPES:
         raise OmeroError(f"OMERO has no pixel type for {spec.dtype}")
@@ -60,17 +62,24 @@ def create_image(conn: Connection, dataset_id: int, spec: ImageSpec,
     if ptype is None:
         raise OmeroError(f"the server does not know pixel type {spec.dtype}")
     image_id = unwrap(conn.retry(lambda: conn.sf.getPixelsService().createImage(
-        x, y, z, t, list(range(c)), ptype, spec.name, spec.description),
+        x, y, z, t, list(range(c)), ptype, spec.name,
+        PENDING_IMAGE.format(dataset_id=dataset_id)),
         "IPixels.createImage", idempotent=False))
-    link = model.DatasetImageLinkI()
-    link.setParent(model.DatasetI(dataset_id, False))
-    link.setChild(model.ImageI(image_id, False))
-    conn.update.saveAndReturnObject(link)
+    link_image(conn, dataset_id, image_id)
     source = new_maps(conn, [(_source_pairs(spec.fingerprint, "incomplete", identity),
                               SOURCE_NS)])
     link_annotations(conn, "Image", image_id, source, new_target=True)
     pixels = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
     return NewImage(image_id, pixels.id.val, source[0], identity)
+
+
+def link_image(conn: Connection, dataset_id: int, image_id: int) -> None:
+    """Put the image into the dataset."""
+    model = _ice.omero.model
+    link = model.DatasetImageLinkI()
+    link.setParent(model.DatasetI(dataset_id, False))
+    link.setChild(model.ImageI(image_id, False))
+    conn.update.saveAndReturnObject(link)
 
 
 def _source_pairs(fingerprint: str, status: str, identity: str) -> list[tuple[str, str]]:
@@ -89,6 +98,9 @@ def set_image_metadata(conn: Connection, image_id: int, spec: ImageSpec) -> None
     micron = units.UnitsLength.MICROMETER
     img = conn.query.findByQuery(Q_IMAGE, params(iid=image_id))
     pixels = conn.query.findByQuery(Q_PIXELS, params(iid=image_id))
+    if img is None or pixels is None:
+        raise gone(image_id, spec.name)
+    img.setDescription(None if spec.description is None else rstring(spec.description))
     if spec.acquisition_date is not None:
         img.setAcquisitionDate(
             _ice.omero.rtypes.rtime(int(spec.acquisition_date.timestamp() * 1000)))
@@ -201,6 +213,21 @@ def source_status(conn: Connection, image: NewImage) -> str | None:
     return {nv.name: nv.value for nv in ann.getMapValue()}.get("Status")
 
 
+def gone(image_id: int, name: str) -> OmeroError:
+    """The one line for an image deleted under the run that was writing it."""
+    return OmeroError(f"image {image_id} ({name}) was deleted by another process while "
+                      "this run was writing it; run the same command again")
+
+
+def is_gone(conn: Connection, image_id: int) -> bool:
+    """True where the server answers that the image does not exist (any other
+    failure to ask: False)."""
+    try:
+        return conn.query.findByQuery(Q_IMAGE, params(iid=image_id)) is None
+    except Exception:
+        return False
+
+
 def mark_writing(conn: Connection, image: NewImage, fingerprint: str) -> None:
     """A task has begun sending the image's pixels: a later attempt that finds this
     knows the pixels may be half-written (and OMERO opens them read-only)."""
@@ -213,5 +240,6 @@ def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str,
     set_map(conn, source.id, _source_pairs(fingerprint, "complete", identity))
 
 
-__all__ = ["NewImage", "WrittenImage", "create_image", "finish_rendering", "mark_complete",
-           "mark_writing", "set_image_metadata", "source_status", "write"]
+__all__ = ["NewImage", "WrittenImage", "create_image", "finish_rendering", "gone", "is_gone",
+           "link_image", "mark_complete", "mark_writing", "set_image_metadata", "source_status",
+           "write"]

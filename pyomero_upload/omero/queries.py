@@ -49,6 +49,27 @@ Q_ANNOTATION_LINKS = {
     for kind in ("Dataset", "Image")
 }
 Q_MAP_ANNOTATION = "select a from MapAnnotation a where a.id = :id"
+#: What an image's description is from ``IPixels.createImage`` until its pixels are
+#: in (then it gets the spec's own): the dataset it is being made for, so that an
+#: image a kill left before its link is found by the next run of that dataset.
+PENDING_IMAGE = "pyomero-upload: being created for dataset {dataset_id}"
+Q_PENDING_IMAGES = (
+    "select i from Image i where i.description = :tok and i.details.owner.id = :uid "
+    "order by i.id"
+)
+Q_DATASET_LINKS_OF_IMAGES = "select l from DatasetImageLink l where l.child.id in (:ids)"
+#: Where this project's OMERO.tables files live (OriginalFile.path), per dataset: a
+#: table a kill left before its annotation is found by the next run of that dataset.
+TABLE_PATH = "pyomero-upload/dataset-{dataset_id}"
+Q_FILES_AT_PATH = (
+    "select f from OriginalFile f where f.path = :path and f.details.owner.id = :uid "
+    "order by f.id"
+)
+Q_FILES_BY_CONTENT = (
+    "select f from OriginalFile f where f.name = :name and f.hash = :hash "
+    "and f.details.owner.id = :uid order by f.id"
+)
+Q_FILE_ANNOTATIONS_OF_FILES = "select a from FileAnnotation a where a.file.id in (:ids)"
 
 
 @dataclass
@@ -144,6 +165,48 @@ def existing_images(conn: Connection, dataset_id: int) -> list[ExistingImage]:
     return out
 
 
+def orphan_images(conn: Connection, dataset_id: int) -> list[int]:
+    """Images this user began for the dataset that never got into it (a kill between
+    ``createImage`` and the link): they carry :data:`PENDING_IMAGE` and no link."""
+    found = conn.query.findAllByQuery(
+        Q_PENDING_IMAGES, params(tok=PENDING_IMAGE.format(dataset_id=dataset_id),
+                                 uid=conn.user_id))
+    ids = [i.id.val for i in found]
+    if not ids:
+        return []
+    linked = {lk.child.id.val for lk in
+              conn.query.findAllByQuery(Q_DATASET_LINKS_OF_IMAGES, params(ids=ids))}
+    return [i for i in ids if i not in linked]
+
+
+def unreferenced_files(conn: Connection, found: Any) -> list[Any]:
+    """Of these OriginalFiles, those no FileAnnotation points at."""
+    files = list(found)
+    if not files:
+        return []
+    used = {a.file.id.val for a in conn.query.findAllByQuery(
+        Q_FILE_ANNOTATIONS_OF_FILES, params(ids=[f.id.val for f in files]))}
+    return [f for f in files if f.id.val not in used]
+
+
+def orphan_tables(conn: Connection, dataset_id: int) -> list[int]:
+    """Ids of OMERO.tables files made for the dataset that no annotation holds (a kill
+    between the table's close and its annotation)."""
+    found = conn.query.findAllByQuery(
+        Q_FILES_AT_PATH, params(path=TABLE_PATH.format(dataset_id=dataset_id),
+                                uid=conn.user_id))
+    return [f.id.val for f in unreferenced_files(conn, found)]
+
+
+def unreferenced_upload(conn: Connection, name: str, sha1: str) -> int | None:
+    """An OriginalFile of this user with this name and content that no annotation
+    holds (a kill between its upload and its annotation): reused, not uploaded again."""
+    found = conn.query.findAllByQuery(Q_FILES_BY_CONTENT,
+                                      params(name=name, hash=sha1, uid=conn.user_id))
+    free = unreferenced_files(conn, found)
+    return free[0].id.val if free else None
+
+
 def _annotation_info(ann: Any) -> AnnotationInfo:
     kind = type(ann).__name__.removesuffix("I")
     text = unwrap(ann.getTextValue()) if kind == "TagAnnotation" else None
@@ -187,4 +250,5 @@ def dataset_summary(conn: Connection, dataset_id: int) -> dict[str, Any]:
 
 __all__ = ["AnnotationInfo", "ExistingImage", "PixelsInfo", "annotations_of", "dataset_summary",
            "dataset_name", "existing_images", "find_dataset", "find_datasets", "find_project",
-           "find_projects", "find_tag", "pixels_of"]
+           "find_projects", "find_tag", "orphan_images", "orphan_tables", "pixels_of",
+           "unreferenced_upload"]

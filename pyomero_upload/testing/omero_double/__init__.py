@@ -29,11 +29,17 @@ Starting it from a shell::
 
     python -m pyomero_upload.testing.omero_double [--host 127.0.0.1] [--port 4064]
         [--insecure-port PORT-1] [--user root] [--password omero] [--state FILE]
+        [--workdir DIR [--store FILE]]
 
 It prints ``ready HOST:PORT`` once a login through ``omero.client`` works,
 stops on SIGTERM or Ctrl-C and then writes ``--state FILE`` (a JSON of every
 object, pixels SHA-1 per plane, tables and sessions).  ``SIGUSR1`` writes the
-state file without stopping.
+state file without stopping.  ``--store FILE`` keeps its database (pickled)
+in that file, written atomically after every call that may change it, and
+read at start when it exists: a double killed (SIGKILL) and started again
+with the same ``--store`` and ``--workdir`` holds every object, pixel and
+table it held, with the same ``omero.db.uuid``; sessions are not kept, so
+clients log in again, as after a restart.
 
 From tests (runs the double as a subprocess; needs the ``[omero]`` extra)::
 
@@ -115,7 +121,7 @@ class DoubleHandle:
 @contextlib.contextmanager
 def running_double(tmp_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
                    insecure_port: int = 0, user: str = "root", password: str = "omero",
-                   timeout_s: float = 60.0) -> Iterator[DoubleHandle]:
+                   timeout_s: float = 60.0, store: bool = False) -> Iterator[DoubleHandle]:
     """Start the double in a subprocess, yield a :class:`DoubleHandle`, stop it on exit.
 
     Args:
@@ -126,6 +132,8 @@ def running_double(tmp_dir: str | os.PathLike, host: str = "127.0.0.1", port: in
         user: The admin user's name.
         password: Its password.
         timeout_s: How long to wait for ``ready``.
+        store: Keep the database in ``tmp_dir/omero-double.db`` (``--store``): a double
+            started again on the same ``tmp_dir`` holds what this one held.
     """
     tmp = Path(tmp_dir)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -136,6 +144,8 @@ def running_double(tmp_dir: str | os.PathLike, host: str = "127.0.0.1", port: in
     cmd = [sys.executable, "-m", "pyomero_upload.testing.omero_double", "--host", host,
            "--port", str(port), "--insecure-port", str(insecure_port), "--user", user,
            "--password", password, "--state", str(state), "--workdir", str(tmp)]
+    if store:
+        cmd += ["--store", str(tmp / "omero-double.db")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
     try:
         assert proc.stdout is not None

@@ -17,7 +17,8 @@ DESCRIPTION = (
     "interpreter, IUpdate, IPixels, RawPixelsStore, RawFileStore, ThumbnailStore, tables, "
     "Delete2), reached with the real omero.client. Everything is held in memory: it is not "
     "an OMERO server and not a place to keep data. Prints 'ready HOST:PORT' once a login "
-    "works; SIGTERM or Ctrl-C stops it; SIGUSR1 writes --state without stopping."
+    "works; SIGTERM or Ctrl-C stops it; SIGUSR1 writes --state without stopping. With "
+    "--store it keeps its database in a file and starts again from it."
 )
 
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--user", default="root", help="the admin user (default root)")
     ap.add_argument("--password", default="omero")
     ap.add_argument("--state", type=Path, help="write a JSON of everything held here on exit")
+    ap.add_argument("--store", type=Path,
+                    help="keep the database in this file (written after every change, read "
+                         "at start when it exists): a double killed and started again with "
+                         "the same --store and --workdir holds what it held")
     ap.add_argument("--workdir", type=Path,
                     help="where the self-signed certificate and the pixel files go "
                          "(default: a temporary directory, removed on exit)")
@@ -42,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     own_workdir = args.workdir is None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="omero-double-"))
-    server = DoubleServer(args.host, args.port, insecure, args.user, args.password, workdir)
+    if args.store is not None and own_workdir:
+        ap.error("--store needs --workdir (the pixel files must outlive the process)")
+    server = DoubleServer(args.host, args.port, insecure, args.user, args.password, workdir,
+                          args.store)
     stop = threading.Event()
 
     def dump() -> None:

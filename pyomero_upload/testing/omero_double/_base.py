@@ -99,12 +99,25 @@ class _NoSession(Exception):
     """The request came over a connection without a Glacier2 session."""
 
 
+#: Operations that only read (by their names' start): no store write after them.
+READ_PREFIXES = ("get", "find", "read", "projection", "list", "lookup", "is", "has", "can",
+                 "count", "exists", "ice_", "keepAlive", "slice")
+
+
+def _changes(impl) -> bool:
+    return not getattr(impl, "__name__", "").startswith(READ_PREFIXES)
+
+
 def _amd(impl, void: bool):
+    writes = _changes(impl)
+
     def method(self, cb, *args):
         try:
             with self.server.lock:
                 self.check(args[-1])
                 result = impl(self, *args)
+                if writes:
+                    self.server.persist()
         except _NoSession:
             return  # the connection is closed: no answer, as from Glacier2
         except Exception as exc:  # every failure goes back to the caller
@@ -118,11 +131,16 @@ def _amd(impl, void: bool):
 
 
 def _sync(impl):
+    writes = _changes(impl)
+
     def method(self, *args):
         try:
             with self.server.lock:
                 self.check(args[-1])
-                return impl(self, *args)
+                result = impl(self, *args)
+                if writes:
+                    self.server.persist()
+                return result
         except _NoSession:
             raise Ice.ObjectNotExistException() from None  # never reaches the client
         except Ice.Exception:

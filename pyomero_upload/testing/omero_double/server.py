@@ -9,6 +9,8 @@ servant classes: :mod:`._base` (what they share), :mod:`.router` (Glacier2),
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
 import shutil
 import subprocess
 import threading
@@ -94,15 +96,27 @@ class DoubleServer:
     """The Ice communicator, adapter, router and database of one running double."""
 
     def __init__(self, host: str, port: int, insecure_port: int | None, user: str,
-                 password: str, workdir: Path) -> None:
+                 password: str, workdir: Path, store: Path | None = None) -> None:
         self.lock = threading.RLock()
-        self.db = Database(workdir)
-        self.db_uuid = str(uuid.uuid4())
-        self.config: dict[str, str] = {"omero.db.uuid": self.db_uuid}
+        #: Where the database is kept between runs (None: in memory only).
+        self.store = store
         self.sessions: dict[str, SessionState] = {}
         self.by_client: dict[str, ServiceFactory] = {}
         self.watches: dict[str, ConnectionWatch] = {}
         self.host, self.port, self.insecure_port = host, port, insecure_port
+        if store is not None and store.exists():
+            # A restart: the same database (and so the same omero.db.uuid); sessions
+            # are not kept, so clients log in again.
+            with open(store, "rb") as f:
+                self.db, self.db_uuid = pickle.load(f)  # noqa: S301 (our own file)
+        else:
+            self._init_db(workdir, user, password)
+        self.config: dict[str, str] = {"omero.db.uuid": self.db_uuid}
+        self._start_ice(workdir, host, port, insecure_port)
+
+    def _init_db(self, workdir: Path, user: str, password: str) -> None:
+        self.db = Database(workdir)
+        self.db_uuid = str(uuid.uuid4())
         # The groups and root user every OMERO has (ids as in the Roles).
         self.db.add_group("system", "rwr---", oid=0)
         self.db.add_group("user", "rwr---", oid=1)
@@ -116,6 +130,10 @@ class DoubleServer:
         # create_guest_connection).
         self.db.add_user("guest", "", [2], oid=1)
         self.db.users_without_password.add(1)
+        self.persist()
+
+    def _start_ice(self, workdir: Path, host: str, port: int, insecure_port: int | None
+                   ) -> None:
         cert = make_certificate(workdir)
         init = Ice.InitializationData()
         init.properties = Ice.createProperties()
@@ -219,10 +237,26 @@ class DoubleServer:
                                  for s in self.sessions.values()]
             return state
 
+    def persist(self) -> None:
+        """Write the database to the store (where there is one), atomically: a kill at
+        any moment leaves the last complete write.  Called after every call that may
+        have changed it (the pixel files in the work folder are written in place)."""
+        if self.store is None:
+            return
+        with self.lock:
+            tmp = self.store.with_name(self.store.name + ".tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump((self.db, self.db_uuid), f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.store)
+
     def shutdown(self) -> None:
-        """Stop serving and delete the pixel files (the state file keeps their SHA-1s)."""
+        """Stop serving and delete the pixel files (the state file keeps their SHA-1s),
+        unless a store keeps the database for the next start."""
         self.ic.destroy()
-        shutil.rmtree(self.db.workdir / "pixels", ignore_errors=True)
+        if self.store is None:
+            shutil.rmtree(self.db.workdir / "pixels", ignore_errors=True)
 
 
 def check_login(host: str, port: int, user: str, password: str) -> None:
