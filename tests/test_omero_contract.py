@@ -17,6 +17,7 @@ or a function of ``pyomero_upload.omero`` that raises.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -1493,3 +1494,61 @@ def test_an_image_deleted_while_it_is_written_is_named(double, alice, demo, read
     assert sorted(unwrap(i.name) for i in images) == ["pos001", "pos002", "pos003"]
     for image in images:
         check_planes(reader, image, demo)
+
+
+def test_a_server_killed_mid_upload_and_restarted_from_its_store(demo, tmp_path, monkeypatch,
+                                                                 capsys):
+    """The double SIGKILLed while the second image's pixels go, and started again from
+    its store (--store): it holds the first, complete image, with the same
+    omero.db.uuid.  The client, reconnected, stops with one line (that image's pixels
+    cannot be finished in a new session); the same command again finishes: the first
+    image kept (same id), one complete, pixel-exact image per position."""
+    from pyomero_upload.testing.omero_double import running_double
+
+    where = tmp_path / "double"
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(running_double(where, store=True))
+        alice = new_user(first)
+        handles = [first]
+        monkeypatch.setenv("OMERO_PASSWORD", alice.password)
+        for var in ("OMERO_HOST", "OMERO_USER", "OMERO_PORT", "OMERO_GROUP",
+                    "OMERO_SESSION_KEY"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setattr(connection, "stored_session", lambda environ=None: None)
+        real_init, real_add = pixels.PixelWriter.__init__, pixels.PixelWriter.add
+        writers: list[int] = []
+
+        def init(self, conn, pixels_id, *args, **kw):
+            writers.append(pixels_id)
+            real_init(self, conn, pixels_id, *args, **kw)
+
+        def add(self, plane):
+            if len(writers) == 2 and len(handles) == 1:  # the second image's first plane
+                first.process.kill()
+                first.process.wait()
+                handles.append(stack.enter_context(running_double(
+                    where, port=first.port, insecure_port=first.insecure_port, store=True)))
+            return real_add(self, plane)
+
+        monkeypatch.setattr(pixels.PixelWriter, "__init__", init)
+        monkeypatch.setattr(pixels.PixelWriter, "add", add)
+        assert upload(first, alice, demo, "--workers", "1", dataset="restarted") != 0
+        err = capsys.readouterr().err.strip()
+        assert len(handles) == 2 and len(err.splitlines()) == 1, err
+        assert "run the same command again" in err
+        monkeypatch.setattr(pixels.PixelWriter, "__init__", real_init)
+        monkeypatch.setattr(pixels.PixelWriter, "add", real_add)
+        r = Reader(handles[1], alice)
+        try:
+            _, kept = _dataset_images(r, "restarted")
+            (pos001,) = [i.id.val for i in kept if unwrap(i.name) == "pos001"]
+            assert _source_state(r, pos001)["Status"] == "complete"
+            assert upload(handles[1], alice, demo, dataset="restarted") == 0
+            _, images = _dataset_images(r, "restarted")
+            assert sorted(unwrap(i.name) for i in images) == ["pos001", "pos002", "pos003"]
+            assert pos001 in [i.id.val for i in images]
+            for image in images:
+                check_planes(r, image, demo)
+            assert _not_in_a_dataset(r) == []
+        finally:
+            r.close()
