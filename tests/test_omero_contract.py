@@ -1552,3 +1552,76 @@ def test_a_server_killed_mid_upload_and_restarted_from_its_store(demo, tmp_path,
             assert _not_in_a_dataset(r) == []
         finally:
             r.close()
+
+
+# --- the network between: a TCP proxy that drops, stalls and delays ----------------------
+
+
+def _through(proxy, double):
+    """The double as reached through the proxy (what ``upload`` needs of a handle)."""
+    return type("Via", (), {"host": "127.0.0.1", "port": proxy.port})()
+
+
+def _at_second_image(monkeypatch, action):
+    """Run ``action`` once, as the second image's first plane is about to be sent."""
+    real_init, real_add = pixels.PixelWriter.__init__, pixels.PixelWriter.add
+    writers: list[int] = []
+    done: list[bool] = []
+
+    def init(self, conn, pixels_id, *args, **kw):
+        writers.append(pixels_id)
+        real_init(self, conn, pixels_id, *args, **kw)
+
+    def add(self, plane):
+        if len(writers) == 2 and not done:
+            done.append(True)
+            action()
+        return real_add(self, plane)
+
+    monkeypatch.setattr(pixels.PixelWriter, "__init__", init)
+    monkeypatch.setattr(pixels.PixelWriter, "add", add)
+    return lambda: (monkeypatch.setattr(pixels.PixelWriter, "__init__", real_init),
+                    monkeypatch.setattr(pixels.PixelWriter, "add", real_add))
+
+
+def _complete_and_exact(reader, demo, dataset: str):
+    _, images = _dataset_images(reader, dataset)
+    assert sorted(unwrap(i.name) for i in images) == ["pos001", "pos002", "pos003"]
+    for image in images:
+        assert _source_state(reader, image.id.val)["Status"] == "complete"
+        check_planes(reader, image, demo)
+
+
+def test_a_network_cut_mid_pixels_stops_with_one_line_and_the_rerun_repairs(
+        double, alice, demo, reader, monkeypatch, capsys):
+    """Every connection reset by the network while the second image's pixels go: one
+    line, non-zero exit; the same command again gives one complete copy of each."""
+    from pyomero_upload.testing.netproxy import NetProxy
+
+    with NetProxy(double.host, double.port) as proxy:
+        restore = _at_second_image(monkeypatch, proxy.drop)
+        code = upload(_through(proxy, double), alice, demo, "--workers", "1", dataset="cut")
+        err = capsys.readouterr().err.strip()
+        restore()
+        assert code != 0 and len(err.splitlines()) == 1, err
+        assert "run the same command again" in err
+        assert upload(_through(proxy, double), alice, demo, dataset="cut") == 0
+    _complete_and_exact(reader, demo, "cut")
+    assert _not_in_a_dataset(reader) == []
+
+
+def test_a_slow_network_and_a_stall_are_waited_out(double, alice, demo, reader, monkeypatch):
+    """Every chunk 20 ms late, and nothing at all for 8 s while the second image goes:
+    the upload waits and finishes, exit 0, every plane right."""
+    from pyomero_upload.testing.netproxy import NetProxy
+
+    with NetProxy(double.host, double.port) as proxy:
+        proxy.delay(0.02)
+        restore = _at_second_image(monkeypatch, lambda: proxy.stall(8.0))
+        started = time.monotonic()
+        assert upload(_through(proxy, double), alice, demo, "--workers", "1",
+                      dataset="slow") == 0
+        restore()
+        assert time.monotonic() - started >= 8.0  # the stall did hold it up
+        assert proxy.sent > 0 and proxy.received > 0
+    _complete_and_exact(reader, demo, "slow")
