@@ -392,7 +392,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
         for name in result.created if args.dry_run else []:
             print(f"would create: {name}")
         for name in result.replaced if args.dry_run else []:
-            print(f"would replace: {name}")
+            why = result.reasons.get(name)
+            print(f"would replace: {name}" + (f" ({why})" if why else ""))
         print(result.summary())
     return EXIT_OK
 

@@ -110,10 +110,9 @@ class DefaultImageProcessor(ImageProcessor):
                 continue
             (result.replaced if old else result.created).append(key)
             if old and options.dry_run:
-                why = ("an incomplete upload" if not any(o.complete for o in old)
-                       else "changed source planes or settings")
-                log.info("%s: would replace image(s) %s (%s)", key,
-                         ", ".join(str(o.id) for o in old), why)
+                files = ([single[0]] if single else [f for f in exp.plane_paths(pos) if f])
+                result.reasons[key] = (f"image(s) {', '.join(str(o.id) for o in old)}: "
+                                       f"{why_replace(exp, old, files)}")
             jobs.append((pos, single, ident, fp, [o.id for o in old]))
         if options.dry_run:
             return
@@ -214,6 +213,40 @@ class DefaultImageProcessor(ImageProcessor):
         if missing:
             raise OmeroError(f"no complete image after the run for: {', '.join(missing)}; "
                              "run the same command again")
+
+
+def why_replace(exp: Experiment, old: list[queries.ExistingImage], files: list[Path]) -> str:
+    """Why a unit's images would be replaced, for ``--dry-run``: an incomplete upload,
+    or the plane files changed since the upload (named, up to five), or else a
+    setting or a file's size, name or time."""
+    complete = [o for o in old if o.complete]
+    if not complete:
+        return "an incomplete upload"
+    stamps = [o.completed for o in complete if o.completed]
+    if not stamps:
+        return "changed source planes or settings"
+    try:
+        since = max(datetime.fromisoformat(t) for t in stamps).timestamp()
+    except ValueError:
+        return "changed source planes or settings"
+    newer = []
+    for f in files:
+        with contextlib.suppress(OSError):
+            if f.stat().st_mtime > since:
+                newer.append(f)
+    if not newer:
+        return ("no plane file is newer than the upload: a setting, or a file's size, "
+                "name or time, changed")
+
+    def shown(f: Path) -> str:
+        try:
+            return f.relative_to(exp.root).as_posix()
+        except ValueError:
+            return f.name
+
+    names = ", ".join(shown(f) for f in newer[:5])
+    more = f" and {len(newer) - 5} more" if len(newer) > 5 else ""
+    return f"changed since the upload: {names}{more}"
 
 
 def reconcile(conn: Connection, dataset_id: int, expected: dict[str, str]) -> list[str]:

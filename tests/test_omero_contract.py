@@ -1625,3 +1625,31 @@ def test_a_slow_network_and_a_stall_are_waited_out(double, alice, demo, reader, 
         assert time.monotonic() - started >= 8.0  # the stall did hold it up
         assert proxy.sent > 0 and proxy.received > 0
     _complete_and_exact(reader, demo, "slow")
+
+
+def test_dry_run_names_the_plane_files_changed_since_the_upload(double, alice, build_layout,
+                                                                reader, capsys):
+    """After a complete upload one plane of pos002 is rewritten: --dry-run says pos002
+    would be replaced and names that file, leaves pos001 alone, and writes nothing."""
+    root = build_layout(["pos001", "pos002"])
+    assert upload(double, alice, root, "-x", dataset="named") == 0
+    ids = {unwrap(i.name): i.id.val for i in _dataset_images(reader, "named")[1]}
+    plane = sorted((root / "pos002").glob("*.png"))[3]
+    data = plane.read_bytes()
+    plane.unlink()  # hard-linked to the demo: never write through the link
+    plane.write_bytes(data)
+    later = time.time() + 5
+    os.utime(plane, (later, later))
+    capsys.readouterr()
+    args = ["upload", str(root), "--dataset", "named", "--host", double.host, "--port",
+            str(double.port), "--user", alice.name, "-x", "--dry-run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    (line,) = [ln for ln in out.splitlines() if "would replace" in ln]
+    assert line == (f"would replace: pos002 (image(s) {ids['pos002']}: changed since the "
+                    f"upload: pos002/{plane.name})")
+    assert main([*args, "--json"]) == 0
+    report = {e["name"]: e for e in json.loads(capsys.readouterr().out)["images"]}
+    assert report["pos002"]["status"] == "would replace"
+    assert plane.name in report["pos002"]["reason"] and "reason" not in report["pos001"]
+    assert {unwrap(i.name): i.id.val for i in _dataset_images(reader, "named")[1]} == ids

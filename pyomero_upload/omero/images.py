@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,9 +83,14 @@ def link_image(conn: Connection, dataset_id: int, image_id: int) -> None:
     conn.update.saveAndReturnObject(link)
 
 
-def _source_pairs(fingerprint: str, status: str, identity: str) -> list[tuple[str, str]]:
+def _source_pairs(fingerprint: str, status: str, identity: str, completed: str = ""
+                  ) -> list[tuple[str, str]]:
     pairs = [("Source fingerprint", fingerprint), ("Status", status)]
-    return pairs + [("Source", identity)] if identity else pairs
+    if identity:
+        pairs.append(("Source", identity))
+    if completed:
+        pairs.append(("Completed", completed))
+    return pairs
 
 
 def set_image_metadata(conn: Connection, image_id: int, spec: ImageSpec) -> None:
@@ -236,8 +242,10 @@ def mark_writing(conn: Connection, image: NewImage, fingerprint: str) -> None:
 
 def mark_complete(conn: Connection, source: AnnotationRef, fingerprint: str,
                   identity: str = "") -> None:
-    """The last step of an image: only now does a re-run treat it as done."""
-    set_map(conn, source.id, _source_pairs(fingerprint, "complete", identity))
+    """The last step of an image: only now does a re-run treat it as done.  The time
+    (UTC) is recorded, so a dry run can name the plane files changed since."""
+    completed = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    set_map(conn, source.id, _source_pairs(fingerprint, "complete", identity, completed))
 
 
 __all__ = ["NewImage", "WrittenImage", "create_image", "finish_rendering", "gone", "is_gone",

@@ -83,6 +83,8 @@ class ExistingImage:
     #: What the image is the upload of (a position, or a plane file's path in the
     #: experiment); None for images uploaded before identities were recorded.
     source: str | None = None
+    #: When it was marked complete (ISO 8601, UTC); None before this was recorded.
+    completed: str | None = None
 
 
 @dataclass
@@ -161,7 +163,8 @@ def existing_images(conn: Connection, dataset_id: int) -> list[ExistingImage]:
         pairs = facts.get(image.id.val, {})
         out.append(ExistingImage(image.id.val, unwrap(image.name),
                                  pairs.get("Source fingerprint"),
-                                 pairs.get("Status") == "complete", pairs.get("Source")))
+                                 pairs.get("Status") == "complete", pairs.get("Source"),
+                                 pairs.get("Completed")))
     return out
 
 

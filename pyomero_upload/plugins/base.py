@@ -92,6 +92,8 @@ class UploadResult:
     #: The position each image came from (the image's own name in hypercube mode).
     positions: dict[str, str] = field(default_factory=dict)
     web_url: str | None = None
+    #: Why each replaced image is replaced (which images, and what changed).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for the user: what was uploaded, how much, how fast, where."""
@@ -123,8 +125,11 @@ class UploadResult:
                     self.image_ids.get(name)
                 word = status if status == "skipped" or not prefix else \
                     prefix + status[:-1]
-                images.append({"name": name, "position": self.positions.get(name, name),
-                               "status": word, "id": oid, "url": self._link("image", oid)})
+                entry = {"name": name, "position": self.positions.get(name, name),
+                         "status": word, "id": oid, "url": self._link("image", oid)}
+                if status == "replaced" and name in self.reasons:
+                    entry["reason"] = self.reasons[name]
+                images.append(entry)
         order = {n: i for i, n in enumerate(self.positions)}
         images.sort(key=lambda e: order.get(str(e["name"]), len(order)))
         return {
