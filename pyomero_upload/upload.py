@@ -6,6 +6,8 @@ through :mod:`pyomero_upload.omero`, which answers with ids and dataclasses.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import tempfile
 import threading
@@ -332,16 +334,39 @@ def upload_position(exp: Experiment, pos: Position, spec, new: images.NewImage,
     return written.image_id, spec.n_planes, written.pixel_calls
 
 
+def annotation_digest(metadata: ExperimentMetadata | None) -> str:
+    """A hash of what the dataset's annotations say (key-value pairs, tags, each
+    table's rows and each attached file's bytes; not the provenance, which holds a
+    time): when it changes, the experiment's metadata is a new version."""
+    doc: dict = {"kvps": [], "tags": [], "tables": {}, "files": {}}
+    if metadata is not None:
+        doc["kvps"] = [list(p) for p in metadata.kvps]
+        doc["tags"] = list(metadata.tags)
+        for name, df in metadata.tables.items():
+            doc["tables"][name] = hashlib.sha1(
+                df.to_csv(index=False).encode()).hexdigest()
+        for path in metadata.attachments:
+            digest = hashlib.sha1()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            doc["files"][Path(path).name] = digest.hexdigest()
+    return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
 def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
                      metadata: ExperimentMetadata | None, provenance: bool) -> None:
     """Description, tags, key-value pairs, tables, raw files and provenance on
-    the dataset, once: a marker annotation records that it was done.
+    the dataset, once: a marker annotation records that it was done, with a hash
+    of their content and the ids of what it wrote.
 
     After an interrupted first run, only what is missing is added: a namespace's
     map, a tag, a table or a file already there is neither added nor linked again,
-    and a table an interrupted run made but never annotated is removed.  Copies
-    of our own annotations that earlier races left are removed too (the oldest
-    kept).  Call under the dataset's claim.
+    and a table an interrupted run made but never annotated is removed.  Where the
+    metadata changed since (a log that grew, a new table), the new set is written
+    first, then the marker, and only then is the old set removed.  Copies of our
+    own annotations that earlier races left are removed too (the oldest kept).
+    Call under the dataset's claim.
     """
     present = queries.annotations_of(conn, "Dataset", dataset_id)
     ours = set(metadata.tables) if metadata else set()
@@ -353,13 +378,56 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
         containers.delete_annotations(conn, doomed)
         gone = {a.id for a in doomed}
         present = [a for a in present if a.id not in gone]
-    if any(a.ns == SOURCE_NS for a in present):
+    digest = annotation_digest(metadata)
+    marker = next((a for a in present if a.kind == "MapAnnotation" and a.ns == SOURCE_NS),
+                  None)
+    if marker is not None:
+        facts = dict(marker.pairs)
+        if facts.get("Content") in (None, digest):  # up to date (or from before hashes)
+            return
+        listed = {int(x) for x in facts.get("Annotations", "").split(",") if x.isdigit()}
+        # Ours but in no marker's list: what a run killed mid-replacement wrote.
+        kvps = [tuple(p) for p in metadata.kvps] if metadata else []
+        leftovers = [a for a in present if a.id not in listed and a.id != marker.id
+                     and _ours(a, ours, kvps)]
+        if leftovers:
+            containers.delete_annotations(conn, leftovers)
+        new_ids = _write_dataset_annotations(conn, dataset_id, exp, metadata, provenance, [])
+        _save_marker(conn, dataset_id, digest, new_ids)
+        old = [a for a in present if a.id == marker.id
+               or (a.id in listed and a.kind != "TagAnnotation")]
+        containers.delete_annotations(conn, old)
+        log.warning("dataset %d: the experiment's metadata changed since it was uploaded; "
+                    "its annotations were replaced", dataset_id)
         return
     orphans = queries.orphan_tables(conn, dataset_id)
     if orphans:
         log.info("removing %d table file(s) an interrupted run left unannotated: %s",
                  len(orphans), ", ".join(map(str, orphans)))
         containers.delete_files(conn, orphans)
+    new_ids = _write_dataset_annotations(conn, dataset_id, exp, metadata, provenance, present)
+    _save_marker(conn, dataset_id, digest, new_ids)
+
+
+def _ours(ann: queries.AnnotationInfo, file_names: set[str],
+          kvps: list[tuple[str, str]]) -> bool:
+    """An annotation this upload writes on a dataset (never a user's own)."""
+    if ann.kind == "MapAnnotation":
+        return ann.ns == PROVENANCE_NS or (
+            ann.ns == CLIENT_MAP_NS and [tuple(p) for p in ann.pairs] == kvps)
+    return (ann.kind == "FileAnnotation" and ann.ns in (ATTACHMENT_NS, BULK_ANNOTATIONS_NS)
+            and ann.text in file_names)
+
+
+def _write_dataset_annotations(conn: Connection, dataset_id: int, exp: Experiment,
+                               metadata: ExperimentMetadata | None, provenance: bool,
+                               present: list[queries.AnnotationInfo]) -> list[int]:
+    """Write what is not in ``present``; return the ids of ours now on the dataset
+    (tags excluded: they are shared)."""
+    kvps = [tuple(p) for p in metadata.kvps] if metadata else []
+    names = set(metadata.tables) if metadata else set()
+    names |= {Path(p).name for p in (metadata.attachments if metadata else [])}
+    kept = [a.id for a in present if _ours(a, names, kvps)]
     namespaces = {a.ns for a in present if a.kind == "MapAnnotation"}
     files = {a.text for a in present if a.kind == "FileAnnotation"}
     groups = []
@@ -368,6 +436,7 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
     if provenance:
         groups.append((provenance_pairs(exp, action="Upload"), PROVENANCE_NS))
     refs = anns.new_maps(conn, [(pairs, ns) for pairs, ns in groups if ns not in namespaces])
+    written = [r.id for r in refs]
     if metadata and metadata.tags:
         refs += anns.ensure_tags(conn, metadata.tags)
     anns.link_annotations(conn, "Dataset", dataset_id, refs)
@@ -375,14 +444,21 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
         with tempfile.TemporaryDirectory() as tmp:
             for name, df in metadata.tables.items():
                 if name not in files:
-                    anns.attach_table(conn, "Dataset", dataset_id, name, df, Path(tmp))
+                    written.append(anns.attach_table(conn, "Dataset", dataset_id, name, df,
+                                                     Path(tmp)).id)
         for path in metadata.attachments:
             if Path(path).name not in files:
-                anns.attach_file(conn, "Dataset", dataset_id, Path(path),
-                                 description=Path(path).name)
+                written.append(anns.attach_file(conn, "Dataset", dataset_id, Path(path),
+                                                description=Path(path).name).id)
+    return kept + written
+
+
+def _save_marker(conn: Connection, dataset_id: int, digest: str, ids: list[int]) -> None:
     marker = anns.new_maps(conn, [(
         [("Dataset annotations", "complete"),
-         ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds"))], SOURCE_NS)])
+         ("Time", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+         ("Content", digest), ("Annotations", ",".join(map(str, sorted(ids))))],
+        SOURCE_NS)])
     anns.link_annotations(conn, "Dataset", dataset_id, marker, new_target=True)
 
 

@@ -1653,3 +1653,61 @@ def test_dry_run_names_the_plane_files_changed_since_the_upload(double, alice, b
     assert report["pos002"]["status"] == "would replace"
     assert plane.name in report["pos002"]["reason"] and "reason" not in report["pos001"]
     assert {unwrap(i.name): i.id.val for i in _dataset_images(reader, "named")[1]} == ids
+
+
+def _dataset_files(reader, did: int) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for a in reader.annotations("Dataset", did):
+        if isinstance(a, omero.model.FileAnnotationI):
+            out.setdefault(unwrap(a.description), []).append(a)
+    return out
+
+
+def test_changed_metadata_replaces_the_dataset_annotations_new_first(double, alice,
+                                                                     build_layout, reader):
+    """The lab's log grows after the upload: the re-run writes the new set (the log
+    attached as it is now), then removes the old one, files with it; a key-value map
+    the user added stays; the dataset carries what a first upload of the new version
+    would.  A run killed mid-replacement leaves nothing the next run keeps twice."""
+    root = build_layout(["pos001"])
+    assert upload(double, alice, root, dataset="versions") == 0
+    did, _ = _dataset_images(reader, "versions")
+    (log_file,) = root.glob("*_log.txt")
+    (old,) = _dataset_files(reader, did)[log_file.name]
+    old_file = old.file.id.val
+    users = omero.model.MapAnnotationI()
+    users.setNs(rstring(CLIENT_MAP_NS))
+    users.setMapValue([omero.model.NamedValue("Note", "mine")])
+    link = omero.model.DatasetAnnotationLinkI()
+    link.setParent(omero.model.DatasetI(did, False))
+    link.setChild(users)
+    users_id = reader.sf.getUpdateService().saveAndReturnObject(link).child.id.val
+
+    def grow(line: str) -> bytes:
+        log_file.write_text(log_file.read_text() + line)
+        return log_file.read_bytes()
+
+    # A run killed after the first new file annotation is saved, then the same command.
+    grow("note: the operator added a line\n")
+    _killed_upload(double, alice, root, "pyomero_upload.omero.annotations:_save_file_annotation",
+                   1, "after", dataset="versions")
+    content = grow("note: and another\n")
+    assert upload(double, alice, root, dataset="versions") == 0
+    files = _dataset_files(reader, did)
+    (new,) = files[log_file.name]
+    assert reader.file(new.file.id.val) == content
+    assert all(len(v) == 1 for v in files.values()), files
+    remaining = {f.id.val for f in _files(reader)}
+    assert old_file not in remaining  # the old file went with its annotation
+    assert remaining <= _annotated_files(reader)
+    anns = reader.annotations("Dataset", did)
+    assert users_id in [a.id.val for a in anns]
+    assert upload(double, alice, root, dataset="fresh") == 0
+    fresh = reader.annotations("Dataset", _dataset_images(reader, "fresh")[0])
+
+    def kinds(annotations):
+        return Counter((type(a).__name__, unwrap(a.ns)) for a in annotations)
+
+    assert kinds([a for a in anns if a.id.val != users_id]) == kinds(fresh)
+    assert upload(double, alice, root, dataset="versions") == 0  # nothing changes now
+    assert {a.id.val for a in reader.annotations("Dataset", did)} == {a.id.val for a in anns}
