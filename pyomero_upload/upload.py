@@ -410,7 +410,7 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
 
 
 def _ours(ann: queries.AnnotationInfo, file_names: set[str],
-          kvps: list[tuple[str, str]]) -> bool:
+          kvps: list[tuple[str, ...]]) -> bool:
     """An annotation this upload writes on a dataset (never a user's own)."""
     if ann.kind == "MapAnnotation":
         return ann.ns == PROVENANCE_NS or (
