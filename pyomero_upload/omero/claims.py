@@ -6,7 +6,8 @@ start time, heartbeat), in one save, then lists the dataset's claims.  Of the
 live ones (a heartbeat within :data:`STALE_AFTER_S`), the lowest id is the
 writer; every other run waits or refuses, naming the writer.  The writer
 keeps its heartbeat fresh from a thread, removes stale claims (runs that were
-killed), and removes its own claim when it ends.  Two runs that claim at once
+killed; at once where the claiming process is gone from this host), and
+removes its own claim when it ends.  Two runs that claim at once
 both see both claims and agree on the lowest id, so exactly one proceeds.  A
 lock file would hold on one machine only; this holds for two laptops, a
 cluster's workers and a login node alike.
@@ -54,9 +55,27 @@ class Claim:
     host: str
     started: str
     heartbeat: float
+    #: The claiming process's id on ``host`` (None where the claim does not say).
+    process: int | None = None
 
     def describe(self) -> str:
         return f"{self.user} on {self.host}, started {self.started} (run {self.run})"
+
+    def dead_here(self) -> bool:
+        """A claim of a process on this host that no longer exists (a killed run, or a
+        watcher restarted after SIGKILL): dead at once, not after STALE_AFTER_S.  Our
+        own process id could be a killed predecessor's in a container (PID 1 again),
+        or a live claim of this process; it is left to the heartbeat rule."""
+        if self.process is None or self.host != socket.gethostname() or \
+                self.process == os.getpid():
+            return False
+        try:
+            os.kill(self.process, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # exists, another user's
+            return False
+        return False
 
 
 def _clock() -> float:
@@ -82,8 +101,10 @@ def claims_on(conn: Connection, dataset_id: int) -> list[Claim]:
             beat = float(pairs.get("Heartbeat", "0"))
         except ValueError:
             beat = 0.0
+        process = pairs.get("Process", "")
         out.append(Claim(ann.id, pairs.get("Run", "?"), pairs.get("User", "?"),
-                         pairs.get("Host", "?"), pairs.get("Started", "?"), beat))
+                         pairs.get("Host", "?"), pairs.get("Started", "?"), beat,
+                         int(process) if process.isdigit() else None))
     return sorted(out, key=lambda c: c.id)
 
 
@@ -102,7 +123,7 @@ def take(conn: Connection, dataset_id: int, user: str) -> Claim:
     link.setParent(model.DatasetI(dataset_id, False))
     link.setChild(ann)
     saved = conn.update.saveAndReturnObject(link)
-    return Claim(saved.child.id.val, run, user, host, started, now)
+    return Claim(saved.child.id.val, run, user, host, started, now, os.getpid())
 
 
 def beat(conn: Connection, claim: Claim) -> None:
@@ -151,8 +172,8 @@ class DatasetClaim:
             while True:
                 now = _clock()
                 claims = claims_on(self.conn, self.dataset_id)
-                live = [c for c in claims
-                        if c.id == mine.id or now - c.heartbeat < self.stale_after_s]
+                live = [c for c in claims if c.id == mine.id or (
+                    now - c.heartbeat < self.stale_after_s and not c.dead_here())]
                 writer = live[0] if live else mine
                 if writer.id == mine.id:
                     stale = [c for c in claims if c not in live]

@@ -62,7 +62,9 @@ class Journal:
         self.path = Path(path)
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # Made by whichever thread starts the watcher, used by the one running it.
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
