@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from pyomero_upload.watch import WatchOptions, Watcher  # noqa: E402
+from pyomero_upload.watch import Watcher, WatchOptions  # noqa: E402
 
 TARGET_S = 1.0
 POSITIONS = 4

@@ -414,7 +414,7 @@ def _settle(text: str) -> float | None:
 def cmd_watch(args: argparse.Namespace) -> int:
     import signal
 
-    from .watch import Terminated, WatchOptions, Watcher
+    from .watch import Terminated, Watcher, WatchOptions
 
     if args.as_user:
         # Uploading on behalf of another user needs a sudo login (a session created

@@ -28,7 +28,7 @@ import pytest
 from helpers import demo_planes
 from pyomero_upload.cli import main
 from pyomero_upload.layout import NamingRule
-from pyomero_upload.watch import MARKER, WatchOptions, Watcher, auto_settle, parse_duration
+from pyomero_upload.watch import MARKER, Watcher, WatchOptions, auto_settle, parse_duration
 from pyomero_upload.watch.scan import Scanner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,8 +198,8 @@ def tiff_t(path: Path) -> int:
     import tifffile
 
     with tifffile.TiffFile(path) as tf:
-        return tf.series[0].get_shape()[0] if tf.series[0].axes[0] == "T" else \
-            dict(zip(tf.series[0].axes, tf.series[0].shape))["T"]
+        series = tf.series[0]
+        return dict(zip(series.axes, series.shape, strict=True)).get("T", 1)
 
 
 # --- small parts ----------------------------------------------------------------------------

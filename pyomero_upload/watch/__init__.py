@@ -15,6 +15,6 @@ journal for attempts and back-off.  Read-only on the watched folders.
 """
 
 from .ready import MARKER, auto_settle, parse_duration
-from .service import Terminated, WatchOptions, Watcher
+from .service import Terminated, Watcher, WatchOptions
 
 __all__ = ["MARKER", "Terminated", "WatchOptions", "Watcher", "auto_settle", "parse_duration"]

@@ -53,6 +53,10 @@ class DirState:
     #: List again on the next pass (something in it was modified just before).
     racy: bool
     digest: bytes = b""
+    #: Of ``files``, computed once per listing: count, total size, newest time.
+    count: int = 0
+    size: int = 0
+    newest_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Scanner:
         self.position_regex = position_regex
         self.depth = depth
         self.dirs: dict[str, DirState] = {}
+        self._warned: dict[str, str] = {}
         #: Per pass: folders stat'ed and listed (what the benchmark reports too).
         self.stats = 0
         self.listed = 0
@@ -128,13 +133,14 @@ class Scanner:
                 except OSError:  # gone between the listing and the stat: seen next pass
                     racy = True
         dirs.sort()
-        h = hashlib.blake2b(digest_size=16)
-        for name in sorted(files):
-            size, mtime = files[name]
-            h.update(f"{name}\0{size}\0{mtime}\n".encode())
-        h.update("\0".join(dirs).encode())
+        # repr of the sorted entries: C speed, the same in every process (the journal
+        # compares signatures across restarts, so no salted hash()).
+        digest = hashlib.blake2b(repr((sorted(files.items()), dirs)).encode(),
+                                 digest_size=16).digest()
+        sizes = [v[0] for v in files.values()]
         return DirState(path, st.st_mtime_ns, st.st_ino, dirs, files, frozenset(hidden), racy,
-                        h.digest())
+                        digest, len(files), sum(sizes),
+                        max((v[1] for v in files.values()), default=0))
 
     def folder(self, path: str, force: bool = False) -> DirState | None:
         """The folder's state: its cached listing where its time and inode are unchanged,
@@ -151,10 +157,13 @@ class Scanner:
             self.dirs.pop(path, None)
             return None
         except OSError as exc:
-            if path not in self.dirs or not isinstance(exc, PermissionError):
-                log.warning("%s: cannot list folder (%s)", path, exc.strerror or exc)
+            line = f"cannot list folder ({exc.strerror or exc})"
+            if self._warned.get(path) != line:  # once, not every pass
+                self._warned[path] = line
+                log.warning("%s: %s", path, line)
             self.dirs.pop(path, None)
             return None
+        self._warned.pop(path, None)
         self.dirs[path] = state
         return state
 
@@ -218,8 +227,8 @@ class Scanner:
                 continue
             seen.add(pos.path)
             h.update(name.encode() + b"\0" + pos.digest)
-            for s, m in pos.files.values():
-                count, size, newest, planes = count + 1, size + s, max(newest, m), planes + 1
+            count, size, planes = count + pos.count, size + pos.size, planes + pos.count
+            newest = max(newest, pos.newest_ns)
         return Listing(state.path, positions, top, state.hidden,
                        Signature(count, size, newest, h.hexdigest()), planes)
 

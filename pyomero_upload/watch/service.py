@@ -154,6 +154,8 @@ class Watcher:
         #: Experiments processed in their present state: skipped until they change.
         self.settled: dict[str, str] = {}
         self.busy = False
+        #: The output folder, resolved once (a pass must not stat it per experiment).
+        self._output = str(options.output.resolve()) if options.output else None
         self._listed: list[str] = []
         self._stop = threading.Event()
         #: Last "waiting" line per experiment (logged when it changes, not every pass).
@@ -265,9 +267,8 @@ class Watcher:
         dataset, project = self.names(listing)
         if self.opt.to == "omero":
             return ("omero", project or "", dataset)
-        assert self.opt.output is not None
-        base = self.opt.output / project if project else self.opt.output
-        return (self.opt.to, str((base / dataset).resolve()))
+        assert self._output is not None
+        return (self.opt.to, os.path.join(self._output, project or "", dataset))
 
     def _owners(self, listings: list[Listing]) -> dict[str, str | None]:
         """Per experiment, the problem with its target (None: it is its own).  Experiments
