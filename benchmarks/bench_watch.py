@@ -117,16 +117,26 @@ def build_tree(root: Path, experiments: int, planes: int) -> None:
     stamp.touch()
 
 
+#: Time points the benchmark adds are numbered from here (and removed at the end).
+GROWN_T = 100_000
+
+
 def grow(root: Path, names: list[str], t: int) -> None:
-    """One new time point in every position of each named experiment."""
+    """One new time point in every position of each named experiment (new files, as a
+    microscope writes them)."""
     for name in names:
         for p in range(1, POSITIONS + 1):
             pos = root / name / f"pos{p:03d}"
             for c in CHANNELS:
                 for z in range(1, Z + 1):
-                    (pos / f"scope_{t:06d}_{c}_{z:03d}.png").touch()
-        with open(root / name / "scope_log.txt", "a") as fh:
-            fh.write(f"Timepoint:{t} completed at:now\n")
+                    (pos / f"scope_{t:06d}_{c}_{z:03d}.png").touch(exist_ok=False)
+
+
+def ungrow(root: Path) -> None:
+    """Remove what :func:`grow` added (here or in an interrupted earlier run)."""
+    for pos in root.glob("exp*/pos*"):
+        for f in pos.glob("scope_1[0-9][0-9][0-9][0-9][0-9]_*.png"):
+            f.unlink()
 
 
 def walk(path: str, stat: bool) -> int:
@@ -161,6 +171,14 @@ def main() -> int:
     runs = max(1, args.runs)
     root = args.tree
     build_tree(root, args.experiments, args.planes)
+    ungrow(root)
+    try:
+        return measure(root, args, runs)
+    finally:
+        ungrow(root)
+
+
+def measure(root: Path, args: argparse.Namespace, runs: int) -> int:
     names = sorted(p.name for p in root.iterdir() if p.name.startswith("exp"))
     time.sleep(2.1)  # past the racy window (folders just written are listed again)
 
@@ -186,7 +204,7 @@ def main() -> int:
             w.pass_once()
         quiet_calls = c.calls
 
-        t = 10_000
+        t = GROWN_T
         grown: dict[int, tuple[float, int]] = {}
         for k in (args.growing, 2 * args.growing):
             times, calls = [], []

@@ -227,11 +227,13 @@ def test_a_pass_lists_only_what_changed(demo, tmp_path):
     scanner.scan()
     scanner.scan()
     assert scanner.listed == 0  # nothing changed: stat only, no folder listed again
-    assert scanner.stats == 1 + 3 * (1 + len(positions(demo))) + 3 * 2  # + the lab files
+    quiet = scanner.stats
+    assert quiet == 1 + 3 * (1 + len(positions(demo))) + 3 * 2  # + the lab files
     src = next((demo / "pos001").iterdir())
     shutil.copyfile(src, root / "exp1" / "pos001" / "extra_000009_GFP_001.png")
     again = scanner.scan()
     assert scanner.listed == 1  # only exp1/pos001
+    assert scanner.stats == quiet + 1  # and in it only the new file is stat'ed
     changed = {Path(x.path).name for x, y in zip(first, again, strict=True)
                if x.signature != y.signature}
     assert changed == {"exp1"}

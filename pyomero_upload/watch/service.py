@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -232,8 +233,11 @@ class Watcher:
         return self.rows[path]
 
     def _say(self, path: str, line: str) -> None:
-        if self._said.get(path) != line:
-            self._said[path] = line
+        """Log a waiting line when it says something new (the seconds of quiet grow every
+        pass and are not news)."""
+        key = re.sub(r"unchanged for \d+ s", "unchanged", line)
+        if self._said.get(path) != key:
+            self._said[path] = key
             log.info("%s: %s", path, line)
 
     # --- names -----------------------------------------------------------------------------
