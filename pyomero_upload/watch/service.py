@@ -178,7 +178,15 @@ class Watcher:
         try:
             while True:
                 start = time.monotonic()
-                reports = self.pass_once()
+                try:
+                    reports = self.pass_once()
+                except Exception as exc:  # never crash the service; say it once a pass
+                    log.debug("pass failed", exc_info=True)
+                    log.error("pass failed: %s", exc if isinstance(exc, PyOmeroUploadError)
+                              else repr(exc))
+                    if self.opt.once:
+                        return 1
+                    reports = []
                 if self.opt.once:
                     return 1 if any(r["status"] == "failed" for r in reports) else 0
                 if self._stop.wait(max(0.0, self.opt.every_s - (time.monotonic() - start))):
@@ -200,45 +208,59 @@ class Watcher:
         for listing in listings:
             if self._stop.is_set():
                 break
-            sig = str(listing.signature)
-            if self.settled.get(listing.path) == sig:
+            try:
+                report = self._consider(listing, now, owners.get(listing.path))
+            except Exception as exc:  # a folder that cannot be read must not stop the rest
+                log.debug("%s: cannot check", listing.path, exc_info=True)
+                self._say(listing.path, f"cannot check whether it is ready: "
+                          f"{exc if isinstance(exc, PyOmeroUploadError) else repr(exc)}",
+                          logging.WARNING)
                 continue
-            self.settled.pop(listing.path, None)
-            row = self._row(listing.path)
-            self.journal.observe(row, sig, now)
-            if row.next_try > now:
-                self._say(listing.path, f"failed {row.failures} time(s); next try at "
-                          f"{_iso(row.next_try)}")
-                continue
-            facts = self.facts.facts(listing)
-            settle = self.opt.settle_s if self.opt.settle_s is not None else \
-                ready.auto_settle(facts.interval_s)
-            state = ready.check(listing, facts, now - (row.since or now), settle, self.opt.rule)
-            if not state.ready:
-                self._say(listing.path, f"not ready: {state.detail}")
-                continue
-            confirmed = self.scanner.restat(listing.path)
-            if confirmed is None or str(confirmed.signature) != sig:
-                # Something grew in place since the listing: not ready, quiet time restarts.
-                self._say(listing.path, "changed while being checked; waiting")
-                if confirmed is not None:
-                    self.journal.observe(row, str(confirmed.signature), time.time())
-                continue
-            reports.append(self.process(listing, state, row, owners.get(listing.path)))
+            if report is not None:
+                reports.append(report)
         return reports
+
+    def _consider(self, listing: Listing, now: float,
+                  conflict: str | None) -> dict[str, Any] | None:
+        """Check one listed experiment; process it if it is ready (its report), else None."""
+        sig = str(listing.signature)
+        if self.settled.get(listing.path) == sig:
+            return None
+        self.settled.pop(listing.path, None)
+        row = self._row(listing.path)
+        self.journal.observe(row, sig, now)
+        if row.next_try > now:
+            self._say(listing.path, f"failed {row.failures} time(s); next try at "
+                      f"{_iso(row.next_try)}")
+            return None
+        facts = self.facts.facts(listing)
+        settle = self.opt.settle_s if self.opt.settle_s is not None else \
+            ready.auto_settle(facts.interval_s)
+        state = ready.check(listing, facts, now - (row.since or now), settle, self.opt.rule)
+        if not state.ready:
+            self._say(listing.path, f"not ready: {state.detail}")
+            return None
+        confirmed = self.scanner.restat(listing.path)
+        if confirmed is None or str(confirmed.signature) != sig:
+            # Something grew in place since the listing: not ready, quiet time restarts.
+            self._say(listing.path, "changed while being checked; waiting")
+            if confirmed is not None:
+                self.journal.observe(row, str(confirmed.signature), time.time())
+            return None
+        return self.process(listing, state, row, conflict)
 
     def _row(self, path: str) -> ExperimentRow:
         if path not in self.rows:
             self.rows[path] = self.journal.row(path)
         return self.rows[path]
 
-    def _say(self, path: str, line: str) -> None:
+    def _say(self, path: str, line: str, level: int = logging.INFO) -> None:
         """Log a waiting line when it says something new (the seconds of quiet grow every
         pass and are not news)."""
         key = re.sub(r"unchanged for \d+ s", "unchanged", line)
         if self._said.get(path) != key:
             self._said[path] = key
-            log.info("%s: %s", path, line)
+            log.log(level, "%s: %s", path, line)
 
     # --- names -----------------------------------------------------------------------------
 
