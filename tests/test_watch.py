@@ -722,3 +722,27 @@ def test_sigterm_while_idle_stops_cleanly(demo, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_cluster_engine_is_passed_through(demo, tmp_path, monkeypatch):
+    """--cluster local:1: the one engine, started once, runs each export's positions."""
+    pytest.importorskip("distributed", reason="Dask distributed not installed (the test extra)")
+    from pyomero_upload import engine as engine_mod
+
+    tasks = []
+
+    real_map = engine_mod.Engine.map_ordered
+
+    def map_ordered(self, fn, items, keys):
+        keys = list(keys)
+        tasks.extend(keys)
+        return real_map(self, fn, items, keys)
+
+    monkeypatch.setattr(engine_mod.Engine, "map_ordered", map_ordered)
+    root = tmp_path / "root"
+    full_experiment(demo, root / "dask", marker=True)
+    assert watch_once(root, tmp_path, "--cluster", "local:1", "--workers", "1") == 0
+    assert tasks == [f"export-{p}" for p in positions(demo)]
+    (line,) = reports(tmp_path / "reports")
+    assert line["status"] == "done" and line["created"] == positions(demo)
+    assert tiff_t(tmp_path / "out" / "dask" / "pos001.ome.tiff") == len(timepoints(demo))
