@@ -111,11 +111,18 @@ class Acquisition(threading.Thread):
         try:
             self.dest.mkdir(parents=True)
             acq, lab_log = lab_files(self.demo)
-            (self.dest / acq).write_bytes(acq_text(self.demo, self.promise))
+            # The Acq file grows too: its first sections at the start (no time settings
+            # yet: nothing to compare the log with), the rest with the first time point.
+            text = acq_text(self.demo, self.promise)
+            cut = text.index(b"Z_sectioning:")
+            (self.dest / acq).write_bytes(text[:cut])
             blocks = log_blocks(self.demo)
             (self.dest / lab_log).write_bytes(blocks[0])
             for i, t in enumerate(timepoints(self.demo)[: self.stop_after]):
                 time.sleep(self.pause)
+                if i == 0:
+                    with open(self.dest / acq, "ab") as fh:
+                        fh.write(text[cut:])
                 copy_timepoint(self.demo, self.dest, t)
                 with open(self.dest / lab_log, "ab") as fh:
                     fh.write(blocks[i + 1])
