@@ -478,7 +478,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         processor = load_image_processor(
             args.image_processor, args.module_path if args.custom_image_processor else None)
         # Resolved once (a prompt at most once), the password in memory only; one
-        # login per experiment, closed after it.  The first login now: a wrong
+        # login per pass that uploads, closed at its end.  The first login now: a wrong
         # password or host stops the service at once, with its exit code.
         settings = resolve_settings(host=args.host, port=args.port, user=args.user,
                                     group=args.group, session_key=args.session_key,

@@ -607,6 +607,20 @@ def test_ids_report_matches_the_server(double, omero_user, demo, tmp_path, capsy
     assert set(server_view(double, omero_user)["images"]) == ids
 
 
+def test_experiments_of_one_pass_share_one_login(double, omero_user, demo, tmp_path):
+    root = tmp_path / "root"
+    for name in ("one", "two"):
+        full_experiment(demo, root / name, marker=True)
+    assert main(["-q", "watch", str(root), "--to", "omero", "--host", double.host, "--port",
+                 str(double.port), "--user", omero_user["name"], "--report-dir",
+                 str(tmp_path / "reports"), "--once"]) == 0
+    assert sorted(server_view(double, omero_user)["datasets"].values()) == ["one", "two"]
+    state = double.state()
+    sessions = [x for x in state["sessions"] if x["user"] == omero_user["name"]]
+    # The check at start, then one for the pass (and the test's own reading login).
+    assert len(sessions) == 3 and not any(x["alive"] for x in sessions[:2])
+
+
 def test_second_experiment_arriving_while_the_first_uploads(double, omero_user, demo, tmp_path):
     root, reports_dir = tmp_path / "root", tmp_path / "reports"
     full_experiment(demo, root / "first", marker=True)

@@ -128,8 +128,8 @@ class Watcher:
 
     Args:
         options: What to watch and do.
-        connect: Returns a new, open OMERO connection (``--to omero``); the watcher
-            closes each one after its experiment.
+        connect: Returns a new, open OMERO connection (``--to omero``): called at the
+            first upload of a pass; the watcher closes it at the end of the pass.
         engine: A started Dask engine, handed to every upload or export as-is.
         processor: An image processor for the uploads (default: the package's).
         out: Where ``--json`` lines go (default: stdout).
@@ -155,6 +155,7 @@ class Watcher:
         #: Experiments processed in their present state: skipped until they change.
         self.settled: dict[str, str] = {}
         self.busy = False
+        self._conn: Any = None
         #: The output folder, resolved once (a pass must not stat it per experiment).
         self._output = str(options.output.resolve()) if options.output else None
         self._listed: list[str] = []
@@ -194,8 +195,21 @@ class Watcher:
         finally:
             self.journal.close()
 
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def pass_once(self) -> list[dict[str, Any]]:
-        """One pass: list, check, process what is ready; the reports written."""
+        """One pass: list, check, process what is ready; the reports written.  Uploads
+        share one login, made at the first and closed at the end of the pass."""
+        try:
+            return self._pass()
+        finally:
+            self._close()
+
+    def _pass(self) -> list[dict[str, Any]]:
         now = time.time()
         listings = self.scanner.scan(frozenset(p for p, s in self.settled.items()))
         self._listed = [x.path for x in listings]
@@ -399,11 +413,13 @@ class Watcher:
         options = UploadOptions(dataset=dataset, project=project, **self.opt.upload_kwargs)
         options.engine = self.engine
         assert self.connect is not None
-        conn = self.connect()
+        if self._conn is None:  # one login per pass, for every experiment it uploads
+            self._conn = self.connect()
         try:
-            result = upload_experiment(conn, exp, metadata, options, self.processor)
-        finally:
-            conn.close()
+            result = upload_experiment(self._conn, exp, metadata, options, self.processor)
+        except BaseException:
+            self._close()  # whatever went wrong, the next experiment logs in afresh
+            raise
         d = result.to_dict()
         return {"omero": d, "created": list(result.created), "replaced": list(result.replaced),
                 "skipped": list(result.skipped), "planes": result.planes,
