@@ -329,6 +329,21 @@ def test_source_is_never_written(demo, tmp_path):
         subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
 
 
+def test_one_watcher_per_report_folder(tmp_path, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    first = Watcher(WatchOptions(roots=[root], to="ome-tiff", report_dir=tmp_path / "r",
+                                 output=tmp_path / "out"))
+    try:
+        assert main(["watch", str(root), "--to", "ome-tiff", "-o", str(tmp_path / "out"),
+                     "--report-dir", str(tmp_path / "r"), "--once"]) == 1
+        assert "another watcher is using this report folder" in capsys.readouterr().err
+    finally:
+        first.journal.close()
+    assert main(["-q", "watch", str(root), "--to", "ome-tiff", "-o", str(tmp_path / "out"),
+                 "--report-dir", str(tmp_path / "r"), "--once"]) == 0
+
+
 def test_as_user_is_refused_with_a_clear_error(tmp_path, capsys):
     assert main(["watch", str(tmp_path), "--to", "omero", "--report-dir",
                  str(tmp_path.parent / f"r-{uuid.uuid4().hex[:6]}"), "--as-user", "yaml"]) == 2

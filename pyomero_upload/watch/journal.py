@@ -18,6 +18,9 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+
+from ..errors import InputError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -43,6 +46,28 @@ CREATE TABLE IF NOT EXISTS attempts (
 """
 
 
+def _lock(path: Path) -> IO[bytes]:
+    """One watcher per report folder: an exclusive lock held while it runs (two would
+    report and retry each experiment twice); released by the kernel if it dies."""
+    try:
+        fh = open(path, "ab")  # noqa: SIM115 - held for the watcher's life
+    except OSError as exc:
+        raise InputError(path.parent, f"cannot write the report folder "
+                         f"({exc.strerror or exc})") from None
+    try:
+        import fcntl
+
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock
+        pass
+    except OSError:
+        fh.close()
+        raise InputError(path.parent, "another watcher is using this report folder "
+                         "(its journal is locked); give each watcher its own "
+                         "--report-dir") from None
+    return fh
+
+
 @dataclass
 class ExperimentRow:
     path: str
@@ -62,18 +87,24 @@ class Journal:
         self.path = Path(path)
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
-        # Made by whichever thread starts the watcher, used by the one running it.
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        # What a killed watcher left running was interrupted.
-        self.db.execute("UPDATE attempts SET status='interrupted', finished=? "
-                        "WHERE status='running'", (time.time(),))
+        self._lock = _lock(self.path.with_suffix(".lock"))
+        try:
+            # Made by whichever thread starts the watcher, used by the one running it.
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            # What a killed watcher left running was interrupted.
+            self.db.execute("UPDATE attempts SET status='interrupted', finished=? "
+                            "WHERE status='running'", (time.time(),))
+        except sqlite3.Error as exc:
+            self._lock.close()
+            raise InputError(self.path, f"cannot use the journal ({exc})") from None
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()
 
     def row(self, path: str) -> ExperimentRow:
         cur = self.db.execute(

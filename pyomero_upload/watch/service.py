@@ -145,7 +145,11 @@ class Watcher:
         self.engine = engine
         self.processor = processor
         self.out = out
-        options.report_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            options.report_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(options.report_dir, f"cannot create the report folder "
+                             f"({exc.strerror or exc})") from None
         self.journal = Journal(options.report_dir / JOURNAL_NAME, options.retry_s,
                                options.retry_max_s)
         self.scanner = Scanner([str(r) for r in options.roots], options.rule.position_regex(),
