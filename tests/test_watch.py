@@ -241,6 +241,17 @@ def test_a_pass_lists_only_what_changed(demo, tmp_path):
     again = scanner.scan()
     assert scanner.listed == 1  # only exp1/pos001
     assert scanner.stats == quiet + 1  # and in it only the new file is stat'ed
+    # A plane replaced under its own name (an atomic rewrite): the folder's names are the
+    # same, so every file in it is stat'ed again and the change shows.
+    time.sleep(2.1)
+    before = {Path(x.path).name: x.signature for x in scanner.scan()}
+    target = sorted((root / "exp2" / "pos002").iterdir())[3]
+    tmp = tmp_path / "rewrite.png"
+    tmp.write_bytes(target.read_bytes() + b"\0")
+    os.replace(tmp, target)
+    after = {Path(x.path).name: x.signature for x in scanner.scan()}
+    assert [n for n in before if before[n] != after[n]] == ["exp2"]
+    assert after["exp2"].size == before["exp2"].size + 1
     changed = {Path(x.path).name for x, y in zip(first, again, strict=True)
                if x.signature != y.signature}
     assert changed == {"exp1"}

@@ -4,9 +4,10 @@ A pass stats every directory it knows (the roots, the folders between them and
 the experiments, each experiment and its position folders) and lists again
 only those whose modification time or inode moved: adding, removing or
 renaming a file changes its folder's time, on local disks as on NFS and SMB.
-A folder listed again stats only its new files and those that were still
+A folder that gained or lost files stats only its new files and those still
 being written at its last listing, so a growing position of 2,000 planes
-costs one ``scandir`` and its new planes' ``stat`` calls.
+costs one ``scandir`` and its new planes' ``stat`` calls; a folder whose
+names did not change (a file replaced) has every file stat'ed.
 Polling only: inotify sees nothing that other NFS/SMB clients write.
 
 Two things a folder's time does not show, and how they are caught:
@@ -30,7 +31,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class DirState:
     newest_ns: int = 0
     #: When it was listed (time.time_ns()).
     listed_ns: int = 0
+    #: The files' inodes (from the listing itself: no extra call).
+    inodes: dict[str, int] = field(default_factory=dict)
+    #: Every name listed (not hidden): files and folders.
+    names: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -115,38 +120,48 @@ class Scanner:
     # --- one folder -------------------------------------------------------------------
 
     def _list(self, path: str, st: os.stat_result, old: DirState | None) -> DirState:
-        """List a folder; a file ``old`` saw already quiet (modified more than
-        :data:`RACY_S` before that listing) keeps its size and time without a new stat,
-        so a growing folder costs its new files, not all of them."""
+        """List a folder.
+
+        Where files were added or removed since ``old`` (a growing position), a file
+        ``old`` saw already quiet (modified more than :data:`RACY_S` before that
+        listing), under the same name and inode, keeps its size and time without a
+        new stat: a growing folder costs its new files, not all of them.  Where the
+        names are the same as before, the change was a file replaced or rewritten:
+        every file is stat'ed.
+        """
         self.listed += 1
         dirs: list[str] = []
         files: dict[str, FileStat] = {}
+        inodes: dict[str, int] = {}
         hidden: set[str] = set()
         now_ns = time.time_ns()
         racy = now_ns - st.st_mtime_ns < RACY_S * 1e9
-        known = old.files if old is not None else {}
-        quiet_before = (old.listed_ns if old is not None else 0) - RACY_S * 1e9
         with os.scandir(path) as it:
-            for entry in it:
-                name = entry.name
-                if name.startswith("."):
-                    hidden.add(name)
+            entries = [e for e in it]
+        names = {e.name for e in entries if not e.name.startswith(".")}
+        known = old.files if old is not None and names != old.names else {}
+        quiet_before = (old.listed_ns if old is not None else 0) - RACY_S * 1e9
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                hidden.add(name)
+                continue
+            seen = known.get(name)
+            try:
+                if seen is not None and seen[1] < quiet_before and \
+                        old is not None and old.inodes.get(name) == entry.inode():
+                    files[name], inodes[name] = seen, old.inodes[name]
                     continue
-                seen = known.get(name)
-                if seen is not None and seen[1] < quiet_before:
-                    files[name] = seen
-                    continue
-                try:
-                    if entry.is_dir():
-                        dirs.append(name)
-                    elif entry.is_file():
-                        self.stats += 1
-                        s = entry.stat()
-                        files[name] = (s.st_size, s.st_mtime_ns)
-                        if now_ns - s.st_mtime_ns < RACY_S * 1e9:
-                            racy = True
-                except OSError:  # gone between the listing and the stat: seen next pass
-                    racy = True
+                if entry.is_dir():
+                    dirs.append(name)
+                elif entry.is_file():
+                    self.stats += 1
+                    s = entry.stat()
+                    files[name], inodes[name] = (s.st_size, s.st_mtime_ns), entry.inode()
+                    if now_ns - s.st_mtime_ns < RACY_S * 1e9:
+                        racy = True
+            except OSError:  # gone between the listing and the stat: seen next pass
+                racy = True
         dirs.sort()
         # repr of the sorted entries: C speed, the same in every process (the journal
         # compares signatures across restarts, so no salted hash()).
@@ -155,7 +170,8 @@ class Scanner:
         sizes = [v[0] for v in files.values()]
         return DirState(path, st.st_mtime_ns, st.st_ino, dirs, files, frozenset(hidden), racy,
                         digest, len(files), sum(sizes),
-                        max((v[1] for v in files.values()), default=0), now_ns)
+                        max((v[1] for v in files.values()), default=0), now_ns, inodes,
+                        frozenset(names))
 
     def folder(self, path: str, force: bool = False) -> DirState | None:
         """The folder's state: its cached listing where its time and inode are unchanged,
