@@ -131,27 +131,26 @@ class Scanner:
         """
         self.listed += 1
         dirs: list[str] = []
-        files: dict[str, FileStat] = {}
-        inodes: dict[str, int] = {}
-        hidden: set[str] = set()
         now_ns = time.time_ns()
         racy = now_ns - st.st_mtime_ns < RACY_S * 1e9
         with os.scandir(path) as it:
-            entries = [e for e in it]
-        names = {e.name for e in entries if not e.name.startswith(".")}
-        known = old.files if old is not None and names != old.names else {}
-        quiet_before = (old.listed_ns if old is not None else 0) - RACY_S * 1e9
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                hidden.add(name)
-                continue
-            seen = known.get(name)
+            by_name = {e.name: e for e in it}
+        hidden = frozenset(n for n in by_name if n.startswith("."))
+        names = frozenset(by_name.keys() - hidden)
+        files: dict[str, FileStat] = {}
+        inodes: dict[str, int] = {}
+        todo = names
+        if old is not None and names != old.names:
+            quiet_before = old.listed_ns - RACY_S * 1e9
+            of, oi = old.files, old.inodes
+            keep = [n for n in names & of.keys()
+                    if of[n][1] < quiet_before and oi.get(n) == by_name[n].inode()]
+            files = {n: of[n] for n in keep}
+            inodes = {n: oi[n] for n in keep}
+            todo = names.difference(keep)
+        for name in todo:
+            entry = by_name[name]
             try:
-                if seen is not None and seen[1] < quiet_before and \
-                        old is not None and old.inodes.get(name) == entry.inode():
-                    files[name], inodes[name] = seen, old.inodes[name]
-                    continue
                 if entry.is_dir():
                     dirs.append(name)
                 elif entry.is_file():
@@ -168,10 +167,9 @@ class Scanner:
         digest = hashlib.blake2b(repr((sorted(files.items()), dirs)).encode(),
                                  digest_size=16).digest()
         sizes = [v[0] for v in files.values()]
-        return DirState(path, st.st_mtime_ns, st.st_ino, dirs, files, frozenset(hidden), racy,
+        return DirState(path, st.st_mtime_ns, st.st_ino, dirs, files, hidden, racy,
                         digest, len(files), sum(sizes),
-                        max((v[1] for v in files.values()), default=0), now_ns, inodes,
-                        frozenset(names))
+                        max((v[1] for v in files.values()), default=0), now_ns, inodes, names)
 
     def folder(self, path: str, force: bool = False) -> DirState | None:
         """The folder's state: its cached listing where its time and inode are unchanged,
