@@ -395,9 +395,12 @@ class Watcher:
         previous = row.done_signature
         row = self.journal.finish(attempt, row, "ok", signature=sig)
         report["version"] = row.versions
-        report["new_version"] = bool(body["replaced"]) or (previous is not None and
-                                                           previous != sig)
-        report["status"] = "done" if body["created"] or body["replaced"] else "unchanged"
+        wrote = bool(body["created"] or body["replaced"])
+        # A new version: something done before was replaced, or written again after the
+        # experiment changed (a file of the lab's that changed alone rewrites nothing).
+        report["new_version"] = bool(body["replaced"]) or (wrote and previous is not None
+                                                           and previous != sig)
+        report["status"] = "done" if wrote else "unchanged"
         if report["new_version"]:
             log.info("%s: changed after it was done: a new version (%d replaced)", path,
                      len(body["replaced"]))
