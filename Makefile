@@ -86,12 +86,13 @@ lint: install-test ## ruff, mypy; shellcheck (Debian's) and hadolint; committed 
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(i)/Dockerfile)
 	$(BIN)/python notebooks/check_no_outputs.py
 
-bench: install-omero bioformats ## Benchmarks: start-up; export vs the decode limit and Bio-Formats; upload; on Dask
+bench: install-omero bioformats ## Benchmarks: start-up; export vs the decode limit and Bio-Formats; upload; on Dask; watch passes
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_zarr.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_upload.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_distributed.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_watch.py $(BENCH_ARGS)
 
 root-image: ## Build the Debian bookworm root image from Debian's packages (debootstrap)
 	docker/root-image/build.sh $(LOCAL_ROOT_IMAGE)

@@ -59,6 +59,8 @@ _LAZY = {
     "InputError": ".errors",
     "OmeroError": ".errors",
     "UsageError": ".errors",
+    "Watcher": ".watch",
+    "WatchOptions": ".watch",
 }
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "ExperimentMetadata", "ImageSpec", "export_ome_tiff", "export_ome_zarr", "ExportResult",
     "connect", "upload_experiment", "UploadOptions", "UploadResult", "MetadataParser",
     "ImageProcessor", "PyOmeroUploadError", "InputError", "OmeroError", "UsageError",
+    "Watcher", "WatchOptions",
 ]
 
 
@@ -94,3 +97,4 @@ if TYPE_CHECKING:
     from .omero.connection import connect
     from .plugins.base import ImageProcessor, MetadataParser, UploadOptions, UploadResult
     from .upload import upload_experiment
+    from .watch import Watcher, WatchOptions

@@ -81,8 +81,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _add_layout_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", type=Path, help="experiment folder (holding pos001, pos002, ...)")
+def _add_layout_options(p: argparse.ArgumentParser, data: bool = True) -> None:
+    if data:
+        p.add_argument("data", type=Path, help="experiment folder (holding pos001, pos002, ...)")
     g = p.add_argument_group("layout")
     g.add_argument(
         "--position-pattern",
@@ -398,6 +399,123 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _duration(text: str) -> float:
+    from .watch import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _settle(text: str) -> float | None:
+    return None if text == "auto" else _duration(text)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import signal
+
+    from .watch import Terminated, Watcher, WatchOptions
+
+    if args.as_user:
+        # Uploading on behalf of another user needs a sudo login (a session created
+        # for the owner through ISession.createSessionWithTimeout, or the
+        # omero.sudo context), which the project's OMERO double does not serve: it
+        # cannot be tested here, so it is refused rather than shipped untested.
+        raise UsageError("--as-user is not available yet: it needs OMERO's sudo login "
+                         "(a session for the experiment's owner), which the test double "
+                         "cannot serve; run one watcher per user with that user's login")
+    _check_parser_options(args)
+    if args.custom_image_processor and args.module_path is None:
+        raise UsageError("--custom-image-processor needs --module-path DIR")
+    zarr = args.to == "ome-zarr"
+    if args.to != "ome-tiff" and args.bigtiff is not None:
+        raise UsageError("--bigtiff applies to --to ome-tiff only")
+    if not zarr and args.ngff_version is not None:
+        raise UsageError("--ngff-version applies to --to ome-zarr only")
+    if not zarr and args.compression == "lz4":
+        raise UsageError("--compression lz4 applies to --to ome-zarr only")
+    try:
+        rule = NamingRule(args.position_pattern, args.plane_pattern)
+        rule.plane_regex()
+        rule.position_regex()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    open_kwargs = {
+        "parser": args.parser,
+        "module_path": args.module_path if args.custom_metadata_parser else None,
+        "ignore_metadata": args.ignore_metadata,
+        "channel_order": args.channel_order.split(",") if args.channel_order else None,
+        "allow_missing": args.allow_missing,
+        "workers": args.workers,
+    }
+    export_kwargs: dict = {"provenance": args.provenance, "workers": args.workers,
+                           "pyramid": args.pyramid}
+    if zarr:
+        from .export.ome_zarr_writer import DEFAULT_COMPRESSION, DEFAULT_NGFF_VERSION
+
+        export_kwargs.update(compression=args.compression or DEFAULT_COMPRESSION,
+                             ngff_version=args.ngff_version or DEFAULT_NGFF_VERSION)
+    else:
+        export_kwargs.update(compression=args.compression or "none", bigtiff=args.bigtiff)
+    upload_kwargs = {"hypercube": args.hypercube, "workers": args.workers,
+                     "provenance": args.provenance, "checksum": args.checksum,
+                     "wait_s": args.wait, "max_uploads": args.max_uploads,
+                     "web_url": args.web_url or os.environ.get("OMERO_WEB_URL") or None}
+    options = WatchOptions(
+        roots=args.roots, to=args.to, report_dir=args.report_dir, output=args.output,
+        every_s=args.every, settle_s=args.settle, once=args.once,
+        dataset_from=args.dataset_from, project_from=args.project_from, project=args.project,
+        depth=args.depth, rule=rule, retry_s=args.retry_after, json=args.json,
+        open_kwargs=open_kwargs, export_kwargs=export_kwargs, upload_kwargs=upload_kwargs)
+    options.check()
+    connect_fn = processor = None
+    if args.to == "omero":
+        from .omero import require_omero
+        from .omero.connection import Connection, resolve_settings
+        from .plugins.registry import load_image_processor
+
+        require_omero()
+        processor = load_image_processor(
+            args.image_processor, args.module_path if args.custom_image_processor else None)
+        # Resolved once (a prompt at most once), the password in memory only; one
+        # login per pass that uploads, closed at its end.  The first login now: a wrong
+        # password or host stops the service at once, with its exit code.
+        settings = resolve_settings(host=args.host, port=args.port, user=args.user,
+                                    group=args.group, session_key=args.session_key,
+                                    config=args.config,
+                                    secure=False if args.insecure else None)
+        Connection.open(settings).close()
+
+        def connect_fn():
+            return Connection.open(settings)
+
+    spec = _engine_spec(args)
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if spec is not None:
+            from .engine import Engine
+
+            engine = stack.enter_context(Engine(spec))
+        watcher = Watcher(options, connect=connect_fn, engine=engine, processor=processor)
+
+        def on_term(signum, frame):
+            watcher.stop()
+            if watcher.busy:
+                raise Terminated()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            log.info("watching %s every %g s (--to %s; reports in %s)",
+                     ", ".join(map(str, args.roots)), args.every, args.to, args.report_dir)
+            return watcher.run()
+        except Terminated:
+            log.warning("stopped by SIGTERM")
+            return EXIT_OK
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_metadata(args: argparse.Namespace) -> int:
     metadata = _metadata(args) or ExperimentMetadata()
     if args.json:
@@ -533,6 +651,72 @@ def build_parser() -> argparse.ArgumentParser:
                    "cluster (default 4)")
     p.set_defaults(func=cmd_upload)
 
+    p = sub.add_parser("watch", help="watch folders; upload or export each experiment once it "
+                       "is complete (a facility's ingest)")
+    p.add_argument("roots", nargs="+", type=Path, metavar="ROOT",
+                   help="watched folder(s): experiment folders anywhere below (never written)")
+    p.add_argument("--to", choices=("omero", "ome-tiff", "ome-zarr"), required=True,
+                   help="upload to OMERO, or export as OME-TIFF or OME-Zarr into -o OUT")
+    w = p.add_argument_group("watching")
+    w.add_argument("--every", type=_duration, default=60.0, metavar="DURATION",
+                   help="time between passes (default 60s; 30s, 5m, 1h ...)")
+    w.add_argument("--settle", type=_settle, default=None, metavar="auto|DURATION",
+                   help="quiet time after which an experiment is ready without a marker or "
+                   "a complete log (default auto: max(2 x interval, interval + 120 s), the "
+                   "interval from the Acq file, 10 min where unknown)")
+    w.add_argument("--once", action="store_true",
+                   help="one pass, then exit (1 where an experiment failed); e.g. from cron")
+    w.add_argument("--report-dir", type=Path, required=True, metavar="DIR",
+                   help="reports (<experiment>.json, watch.jsonl) and the journal "
+                   "(outside the watched folders)")
+    w.add_argument("--dataset-from", choices=("folder", "yaml"), default="folder",
+                   help="dataset name: the experiment folder's (default) or experiment.yml's "
+                   "'dataset:'")
+    w.add_argument("--project-from", choices=("parent", "yaml"),
+                   help="project name: the parent folder's, or experiment.yml's 'project:' "
+                   "(default: --project, else the metadata's Omero project)")
+    w.add_argument("--project", help="one project for every experiment")
+    w.add_argument("--depth", type=int, default=3,
+                   help="folder levels below a ROOT where experiments may sit (default 3)")
+    w.add_argument("--retry-after", type=_duration, default=60.0, metavar="DURATION",
+                   help="first wait after a failure, doubling each time up to 6 h "
+                   "(default 60s)")
+    w.add_argument("--as-user", metavar="yaml|MAPFILE",
+                   help="upload on behalf of each experiment's owner (not available yet)")
+    w.add_argument("--json", action="store_true",
+                   help="print each experiment's report on stdout, one JSON line each")
+    _add_layout_options(p, data=False)
+    _add_metadata_options(p)
+    _add_server_options(p)
+    g = p.add_argument_group("upload (--to omero)")
+    g.add_argument("-y", "--hypercube", action=argparse.BooleanOptionalAction, default=True,
+                   help="one 5-D image per position (default); --no-hypercube: one per file")
+    g.add_argument("-i", "--custom-image-processor", action="store_true",
+                   help="use CustomImageProcessor from --module-path")
+    g.add_argument("--image-processor", metavar="NAME", help="image processor by name")
+    g.add_argument("--checksum", action="store_true",
+                   help="fingerprint the planes' contents instead of names, sizes and times")
+    g.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS while another upload writes into the dataset")
+    g.add_argument("--web-url", metavar="URL",
+                   help="OMERO.web's address, for the reports' links (default: OMERO_WEB_URL)")
+    g.add_argument("--max-uploads", type=_positive_int, default=4, metavar="K",
+                   help="with --cluster/--scheduler: OMERO writers at once (default 4)")
+    g = p.add_argument_group("export (--to ome-tiff, ome-zarr)")
+    g.add_argument("-o", "--output", type=Path, help="output folder (OUT/<dataset>/...)")
+    g.add_argument("--compression", choices=("none", "zlib", "zstd", "lz4"), default=None,
+                   help="as for export")
+    g.add_argument("--pyramid", action=argparse.BooleanOptionalAction, default=None,
+                   help="as for export")
+    g.add_argument("--bigtiff", action=argparse.BooleanOptionalAction, default=None,
+                   help="as for export (ome-tiff)")
+    g.add_argument("--ngff-version", choices=("0.5", "0.4"), default=None,
+                   help="as for export (ome-zarr)")
+    p.add_argument("--provenance", action=argparse.BooleanOptionalAction, default=True,
+                   help="record the tool, version and time (default: on)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_watch)
+
     p = sub.add_parser("metadata", help="show the metadata parsed from an experiment folder")
     p.add_argument("data", type=Path, help="experiment folder")
     _add_metadata_options(p)
@@ -584,8 +768,9 @@ def add_upload_options(p: argparse.ArgumentParser) -> None:
                    help="OMERO.web's address, for the report's links (default: OMERO_WEB_URL)")
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 0 else logging.WARNING)
+def _setup_logging(verbose: int, quiet: bool, service: bool = False) -> None:
+    default = logging.INFO if service else logging.WARNING  # a service says what it does
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 0 else default)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
@@ -600,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0) or usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose, args.quiet, service=args.command == "watch")
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped to `head` and closed: not an error
@@ -614,7 +799,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{label}: {exc}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
-        if args.command == "upload":
+        if args.command == "watch":
+            print("interrupted; the next start carries on (what was being uploaded is "
+                  "redone, nothing written is left half-done)", file=sys.stderr)
+        elif args.command == "upload":
             print("interrupted; images not finished are marked incomplete on the server and "
                   "are replaced when you run the same command again", file=sys.stderr)
         else:

@@ -378,6 +378,7 @@ def discover(
     channel_order: Sequence[str] | None = None,
     allow_missing: bool = False,
     workers: int | None = None,
+    probe: bool = True,
 ) -> Experiment:
     """Index an experiment folder.
 
@@ -391,9 +392,11 @@ def discover(
         workers: Threads for reading every plane's header (which gives each
             position's shape and pixel type, and rejects mixed ones); default
             all cores.
+        probe: Read every plane's header (False: names only, as ``watch`` checks
+            whether every expected plane is there; shapes stay unknown).
 
     Returns:
-        The indexed experiment, every position probed.
+        The indexed experiment, every position probed (unless ``probe`` is False).
 
     Raises:
         InputError: The folder, a position or a plane file cannot be used
@@ -429,5 +432,6 @@ def discover(
             f"{len(exp.missing)} missing plane(s): {_format_missing(exp.missing)} "
             "(use --allow-missing to fill them with zeros)",
         )
-    probe_positions(exp, workers)
+    if probe:
+        probe_positions(exp, workers)
     return exp

@@ -392,6 +392,29 @@ def connect(
     ``omero login`` stored (same host and port), a prompt.  ``prompts`` are
     passed on to :func:`pyomero_upload.credentials.resolve`.
     """
+    settings = resolve_settings(host=host, port=port, user=user, group=group,
+                                session_key=session_key, config=config, secure=secure,
+                                environ=environ, interactive=interactive,
+                                use_stored_session=use_stored_session, **prompts)
+    return Connection.open(settings, client_factory)
+
+
+def resolve_settings(
+    host: str | None = None,
+    port: int | None = None,
+    user: str | None = None,
+    group: str | None = None,
+    session_key: str | None = None,
+    config: Path | None = None,
+    secure: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    interactive: bool | None = None,
+    use_stored_session: bool = True,
+    **prompts: Any,
+) -> ConnectionSettings:
+    """What :func:`connect` logs in with, resolved once (a prompt at most once): for a
+    caller that logs in again later with the same settings (``watch``), the password
+    in memory only."""
     require_omero()
     r = resolve(host=host, port=port, user=user, group=group, session_key=session_key,
                 config=config, secure=secure, environ=environ, interactive=interactive,
@@ -399,9 +422,9 @@ def connect(
                 **prompts)
     if r.from_stored_session:
         log.info("using the session `omero login` stored for %s@%s:%s", r.user, r.host, r.port)
-    settings = ConnectionSettings(r.host, r.port, r.user, r.password, r.group, r.secure,
-                                  r.session_key)
-    return Connection.open(settings, client_factory)
+    return ConnectionSettings(r.host, r.port, r.user, r.password, r.group, r.secure,
+                              r.session_key)
 
 
-__all__ = ["Connection", "ConnectionSettings", "connect", "stored_session", "translate"]
+__all__ = ["Connection", "ConnectionSettings", "connect", "resolve_settings", "stored_session",
+           "translate"]

@@ -48,6 +48,9 @@ _FIELD_RE = re.compile(r"^({}):(.*)$".format("|".join(re.escape(f) for f in LOG_
 _TIMEPOINT_RE = re.compile(r"^-+\s*Time point_(\d+)\s*-+$")
 _POSITION_RE = re.compile(r"^Position:(\d+),(.+)$")
 _CHANNEL_SET_RE = re.compile(r"^Channel:(.+?) set at:(.+)$")
+_COMPLETED_RE = re.compile(rb"^Timepoint:(\d+) completed", re.MULTILINE)
+#: How much of a log's end :func:`last_completed_timepoint` reads at first.
+_TAIL_BYTES = 64 * 1024
 
 
 def find_files(root: Path) -> tuple[Path | None, Path | None]:
@@ -483,6 +486,26 @@ def _parse_machine_log(lines: Iterator[str], timepoint: int, meta: ExperimentMet
                     )
 
 
+def last_completed_timepoint(path: Path) -> int | None:
+    """The N of the log's last ``Timepoint:N completed`` line (None: no such line).
+
+    Reads the file's end first (a day's log is megabytes), the whole file only
+    where the end holds no such line.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            start = max(0, size - _TAIL_BYTES)
+            while True:
+                fh.seek(start)
+                found = _COMPLETED_RE.findall(fh.read(size - start))
+                if found or start == 0:
+                    return int(found[-1]) if found else None
+                start = 0
+    except OSError as exc:
+        raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+
+
 # --- the parser -----------------------------------------------------------------
 
 
@@ -515,4 +538,4 @@ class AcqLogParser(MetadataParser):
         return meta
 
 
-__all__ = ["AcqLogParser", "parse_acq", "parse_log", "find_files"]
+__all__ = ["AcqLogParser", "find_files", "last_completed_timepoint", "parse_acq", "parse_log"]

@@ -27,6 +27,10 @@ For labs without the Acq/log text files, or to correct them.  The schema
       Doses: doses.csv
       Media: {columns: [Port, Contents], rows: [[COM5, 2% glucose in SC]]}
     attachments: [protocol.pdf] # files next to the sidecar, attached as they are
+    # read by `pyomero-upload watch` only (see watch_settings):
+    dataset: run-42             # the dataset's name, with --dataset-from yaml
+    complete: true              # the acquisition is finished: ready to upload
+    owner: alice                # whose experiment it is (--as-user)
 
 Unknown keys and wrong types are errors naming the file and the key.
 """
@@ -51,7 +55,10 @@ if TYPE_CHECKING:  # pandas loads only where a sidecar has tables
 log = logging.getLogger(__name__)
 
 SIDECAR_NAMES = ("experiment.yml", "experiment.yaml", "experiment.json")
-_TOP_KEYS = {"description", "project", "tags", "kvps", "acquisition", "tables", "attachments"}
+#: Keys for ``pyomero-upload watch``, not metadata: name -> type.
+WATCH_KEYS: dict[str, type] = {"dataset": str, "complete": bool, "owner": str}
+_TOP_KEYS = {"description", "project", "tags", "kvps", "acquisition", "tables", "attachments",
+             *WATCH_KEYS}
 _ACQ_SCALARS = {
     "microscope": str,
     "pixel_size_um": float,
@@ -103,8 +110,7 @@ def _check_keys(path: Path, where: str, data: Any, allowed: set[str]) -> dict:
     return data
 
 
-def parse_sidecar(path: Path) -> ExperimentMetadata:
-    """Read a sidecar file into the model."""
+def _load(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -119,7 +125,30 @@ def parse_sidecar(path: Path) -> ExperimentMetadata:
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(path, f"not valid {path.suffix[1:].upper()}: {first}") from None
-    data = _check_keys(path, "top level", data or {}, _TOP_KEYS)
+    return _check_keys(path, "top level", data or {}, _TOP_KEYS)
+
+
+def watch_settings(path: Path) -> dict[str, Any]:
+    """The :data:`WATCH_KEYS` a sidecar sets (``dataset``, ``complete``, ``owner``),
+    type-checked; the rest of the file is checked for unknown keys only."""
+    data = _load(path)
+    out: dict[str, Any] = {}
+    for key, kind in WATCH_KEYS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if kind is bool and not isinstance(value, bool):
+            raise InputError(path, f"{key}: expected true or false, got {value!r}")
+        if kind is str and (not isinstance(value, str | int) or isinstance(value, bool)
+                            or not str(value).strip()):
+            raise InputError(path, f"{key}: expected a name, got {value!r}")
+        out[key] = str(value).strip() if kind is str else value
+    return out
+
+
+def parse_sidecar(path: Path) -> ExperimentMetadata:
+    """Read a sidecar file into the model."""
+    data = _load(path)
     meta = ExperimentMetadata()
     meta.description = _typed(path, "description", data.get("description"), str) or ""
     meta.project = _typed(path, "project", data.get("project"), str)
