@@ -536,7 +536,8 @@ def main() -> int:
     print(f"decode limit: {limit:.0f} planes/s ({best_kind}; processes "
           f"{n_big / min(decode['processes'])[0]:.0f}, threads "
           f"{n_big / min(decode['threads'])[0]:.0f}), {nbytes_big / 1e6 / limit_s:.0f} MB/s of "
-          f"pixels, {limit_cpu:.1f} CPU-s")
+          f"pixels, {limit_cpu:.1f} CPU-s ({limit_cpu / n_big * 1000:.1f} ms of CPU a plane: "
+          f"this machine's decode speed; ratios, not planes/s, carry across machines)")
     print(f"decode+write ceiling: {ceil:.0f} planes/s ({ceil_kind}; processes "
           f"{n_big / min(ceiling['processes'])[0]:.0f}, threads "
           f"{n_big / min(ceiling['threads'])[0]:.0f}), {ceil_cpu:.1f} CPU-s; "
