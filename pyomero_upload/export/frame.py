@@ -123,9 +123,14 @@ class ImageWriter(ABC):
         """Whether something already stands at ``target``."""
         return target.exists()
 
-    def plane_work(self, position: Position) -> Callable[[Path | None], Any]:
-        """The per-plane work run in the decode threads; by default, decoding."""
-        return position.read_plane
+    def plane_work(self, position: Position) -> Callable[[int, Path | None], Any]:
+        """The per-plane work run in the decode threads, called with the plane's
+        index in the position (XYZCT order) and its file; by default, decoding.
+
+        Called for each position before its planes are decoded (and before
+        :meth:`write` is called for it)."""
+        read = position.read_plane
+        return lambda index, path: read(path)
 
     @abstractmethod
     def write(self, spec: ImageSpec, planes: Iterator[Any], target: Path,
@@ -309,10 +314,10 @@ def _decoded(exp: Experiment, writer: ImageWriter, positions: list[Position],
     """Every plane of ``positions`` after the writer's per-plane work, in order."""
     work = {pos.name: writer.plane_work(pos) for pos in positions}
 
-    def run(item: tuple[Position, Path | None]) -> Any:
-        return work[item[0].name](item[1])
+    def run(item: tuple[Position, int, Path | None]) -> Any:
+        return work[item[0].name](item[1], item[2])
 
-    jobs = ((pos, path) for pos in positions for path in exp.plane_paths(pos))
+    jobs = ((pos, i, path) for pos in positions for i, path in enumerate(exp.plane_paths(pos)))
     plane_bytes = max((exp.position_nbytes(p) // exp.planes_per_position for p in positions),
                       default=1)
     return ordered_map(run, jobs, workers, prefetch_window(workers, plane_bytes))

@@ -1,27 +1,37 @@
-"""OME-TIFF: one streamed, atomically renamed file per position.
+"""OME-TIFF: one atomically renamed file per position.
 
-The writer's own part of an export (:mod:`.frame` does the rest): tifffile
-writes the decoded planes straight into ``OUT/<dataset>/.<position>.*.part``
-with the image's OME-XML in the first page; only a complete file is renamed
-to ``<position>.ome.tiff``.  Sub-resolutions, where there are any, go in
-SubIFDs, built in memory-mapped temporaries beside the file as the planes
-pass.  Any failure or Ctrl-C removes the partial file.
+The writer's own part of an export (:mod:`.frame` does the rest).  Each file
+is made as ``OUT/<dataset>/.<position>.*.part`` and renamed to
+``<position>.ome.tiff`` only when complete; any failure or Ctrl-C removes it.
+
+Uncompressed files without sub-resolutions (the default) are laid out first:
+tifffile writes the whole structure (every IFD, the OME-XML in the first
+page) around an empty, contiguous pixel block, and each decode thread then
+``os.pwrite``s its plane at that plane's offset (:class:`_Placement`), in
+parallel, with no writer thread and no further copy.  The file is
+byte-for-byte the one tifffile writes from the planes.  Compressed files,
+pyramids (tiles and SubIFDs), hosts without ``os.pwrite`` and big-endian
+hosts keep the streamed path: tifffile writes the decoded planes in order,
+and sub-resolutions are built in memory-mapped temporaries beside the file
+as the planes pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from .. import TOOL_NAME, __version__
 from ..describe import ImageSpec
-from ..layout import Experiment
+from ..layout import Experiment, Position
 from ..model import ExperimentMetadata
 from .folder import current_umask
 from .frame import ExportResult, ImageWriter, run_export
@@ -61,11 +71,9 @@ def _write_tiff(fh: BinaryIO, data: Iterator[np.ndarray], levels: list[tuple[int
                 options: dict) -> None:
     """The TIFF itself: the full-resolution pages with the OME-XML, then the
     sub-resolutions as SubIFDs."""
-    import tifffile
-
     n = spec.n_planes
     y, x = spec.plane_shape
-    with tifffile.TiffWriter(fh, bigtiff=bigtiff, byteorder="<", ome=False) as tw:
+    with tifffile_writer(fh, bigtiff) as tw:
         tw.write(
             _tiles(data) if levels else data,
             shape=(n, y, x),
@@ -81,6 +89,163 @@ def _write_tiff(fh: BinaryIO, data: Iterator[np.ndarray], levels: list[tuple[int
                 subfiletype=1,
                 **options,
             )
+
+
+def _pwrite(fd: int, plane: np.ndarray, offset: int) -> None:
+    view = np.ascontiguousarray(plane).data.cast("B")
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+class _Placement:
+    """Where one image's planes go once its file is laid out.
+
+    The decode threads call :meth:`place` with each decoded plane: while the
+    file is open (between :meth:`open` and :meth:`close`) the plane is
+    ``pwrite``n at its offset there and its byte count returned; before (the
+    first planes, decoded while the previous file is being finished) or after
+    (the file was abandoned), the plane itself is returned for the writer to
+    place.  :meth:`close` waits for the writes under way, so the file
+    descriptor is never used after it is closed.
+    """
+
+    def __init__(self, plane_nbytes: int) -> None:
+        self.plane_nbytes = plane_nbytes
+        self._cond = threading.Condition()
+        self._fd = -1
+        self._offset = 0
+        self._busy = 0
+
+    def place(self, index: int, plane: np.ndarray) -> int | np.ndarray:
+        with self._cond:
+            if self._fd < 0:
+                return plane
+            fd = self._fd
+            self._busy += 1
+        try:
+            _pwrite(fd, plane, self._offset + index * self.plane_nbytes)
+        finally:
+            with self._cond:
+                self._busy -= 1
+                if not self._busy:
+                    self._cond.notify_all()
+        return plane.nbytes
+
+    def open(self, fd: int, offset: int) -> None:
+        with self._cond:
+            self._fd, self._offset = fd, offset
+
+    def close(self) -> None:
+        with self._cond:
+            self._fd = -1
+            self._cond.wait_for(lambda: not self._busy)
+
+
+def placeable(shape: tuple[int, int], dtype: np.dtype, compression: str,
+              pyramid: bool | None) -> bool:
+    """Whether an image's planes can be ``pwrite``n straight into a laid-out file:
+    uncompressed, no sub-resolutions, pixels already in the file's byte order."""
+    return (compression == "none" and not pyramid_shapes(shape, pyramid)
+            and hasattr(os, "pwrite")
+            and (sys.byteorder == "little" or np.dtype(dtype).itemsize == 1))
+
+
+@contextlib.contextmanager
+def _part_file(target: Path) -> Iterator[Path]:
+    """A new hidden temporary beside ``target`` (an ordinary file's permissions),
+    removed unless it was renamed into place."""
+    fd, tmp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _auto_bigtiff(spec: ImageSpec, bigtiff: bool | None) -> bool:
+    if bigtiff is not None:
+        return bigtiff
+    y, x = spec.plane_shape
+    return spec.n_planes * y * x * np.dtype(spec.dtype).itemsize * 4 // 3 > 2**31
+
+
+def write_placed(
+    spec: ImageSpec,
+    planes: Iterator[int | np.ndarray],
+    target: Path,
+    placement: _Placement,
+    *,
+    bigtiff: bool | None = None,
+    on_plane: Callable[[int], None] | None = None,
+) -> None:
+    """Write one uncompressed image, atomically, whose planes the decode threads
+    place themselves (:class:`_Placement`).
+
+    ``planes`` yields, in XYZCT order, each plane's byte count once it is in
+    the file, or the plane itself where the decode thread handed it back.
+    """
+    n = spec.n_planes
+    y, x = spec.plane_shape
+    dtype = np.dtype(spec.dtype)
+    plane_nbytes = y * x * dtype.itemsize
+    with _part_file(target) as tmp:
+        with open(tmp, "r+b") as fh:
+            try:
+                with tifffile_writer(fh, _auto_bigtiff(spec, bigtiff)) as tw:
+                    placed = tw.write(None, shape=(n, y, x), description=image_xml(spec),
+                                      software=f"{TOOL_NAME} {__version__}", returnoffset=True,
+                                      **_tiff_options(dtype, "none", False, 1))
+                if placed is None:
+                    raise RuntimeError(f"{spec.name}: tifffile laid out no contiguous pixels")
+                offset = placed[0]
+                fh.flush()  # nothing of the layout may reach the file after the planes
+                fd = fh.fileno()
+                placement.open(fd, offset)
+                behind = StreamedFile(fd)
+                count = 0
+                for i, plane in enumerate(planes):
+                    if isinstance(plane, np.ndarray):  # decoded before the file was laid out
+                        _pwrite(fd, plane, offset + i * plane_nbytes)
+                    count += 1
+                    behind.advance(offset + count * plane_nbytes)  # planes 0..i are written
+                    if on_plane:
+                        on_plane(plane_nbytes)
+                if count != n:
+                    raise RuntimeError(f"{spec.name}: got {count} planes, expected {n}")
+            finally:
+                placement.close()
+            behind.finish()
+        os.replace(tmp, target)
+
+
+def _tiff_options(dtype: np.dtype, compression: str, tiled: bool, workers: int) -> dict:
+    """tifffile's ``write`` options for every page, whichever path writes the file."""
+    codec = None if compression == "none" else compression
+    options: dict = {
+        "dtype": dtype,
+        "photometric": "minisblack",
+        "metadata": None,
+        "compression": codec,
+        "maxworkers": workers,
+    }
+    if codec and np.issubdtype(dtype, np.integer):
+        options["predictor"] = True
+    if tiled:
+        options["tile"] = (TILE, TILE)
+    return options
+
+
+def tifffile_writer(fh: BinaryIO, bigtiff: bool) -> Any:
+    """The TiffWriter every OME-TIFF is written with (little-endian, our own OME-XML)."""
+    import tifffile
+
+    return tifffile.TiffWriter(fh, bigtiff=bigtiff, byteorder="<", ome=False)
 
 
 def write_image(
@@ -102,28 +267,12 @@ def write_image(
     y, x = spec.plane_shape
     dtype = np.dtype(spec.dtype)
     levels = pyramid_shapes((y, x), pyramid)
-    codec = None if compression == "none" else compression
-    options: dict = {
-        "dtype": dtype,
-        "photometric": "minisblack",
-        "metadata": None,
-        "compression": codec,
-        "maxworkers": workers,
-    }
-    if codec and np.issubdtype(dtype, np.integer):
-        options["predictor"] = True
-    if levels:
-        options["tile"] = (TILE, TILE)
-
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs are ordinary files
+    options = _tiff_options(dtype, compression, bool(levels), workers)
     level_files: list[Path] = []
     level_maps: list[np.memmap] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(_part_file(target))
+        stack.callback(_remove_levels, level_maps, level_files)
         for ly, lx in levels:
             fd, name = tempfile.mkstemp(dir=target.parent, prefix=".level.", suffix=".npy")
             os.close(fd)
@@ -148,21 +297,20 @@ def write_image(
                 raise RuntimeError(f"{spec.name}: got {count} planes, expected {n}")
 
         data = full_resolution()
-        if bigtiff is None:
-            bigtiff = n * y * x * dtype.itemsize * 4 // 3 > 2**31
         with open(tmp, "r+b") as fh:
             behind = StreamedFile(fh.fileno())
-            _write_tiff(fh, data, levels, level_maps, spec, bigtiff, options)
+            _write_tiff(fh, data, levels, level_maps, spec, _auto_bigtiff(spec, bigtiff),
+                        options)
             fh.flush()
             behind.finish()
         os.replace(tmp, target)
-    finally:
-        level_maps.clear()  # unmap before unlinking (required on Windows)
+
+
+def _remove_levels(level_maps: list[np.memmap], level_files: list[Path]) -> None:
+    level_maps.clear()  # unmap before unlinking (required on Windows)
+    for f in level_files:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        for f in level_files:
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
+            f.unlink()
 
 
 class OmeTiffWriter(ImageWriter):
@@ -181,6 +329,12 @@ class OmeTiffWriter(ImageWriter):
         self.pyramid = pyramid
         self.bigtiff = bigtiff
         self.workers = workers
+        #: Each position's placement while its planes are decoded (by name).
+        self._placements: dict[str, _Placement] = {}
+
+    def __getstate__(self) -> dict:
+        # Sent to Dask workers before any position starts: placements stay local.
+        return {**self.__dict__, "_placements": {}}
 
     def fingerprint_options(self, provenance: bool) -> tuple[object, ...]:
         # A forced BigTIFF only: automatic choices follow from the planes.
@@ -190,10 +344,26 @@ class OmeTiffWriter(ImageWriter):
     def read_fingerprint(self, target: Path) -> str | None:
         return read_fingerprint(target)
 
-    def write(self, spec: ImageSpec, planes: Iterator[np.ndarray], target: Path,
+    def plane_work(self, position: Position) -> Callable[[int, Path | None], Any]:
+        read = position.read_plane
+        if position.shape is None or position.dtype is None or not placeable(
+                position.shape, position.dtype, self.compression, self.pyramid):
+            return lambda index, path: read(path)
+        y, x = position.shape
+        placement = _Placement(y * x * np.dtype(position.dtype).itemsize)
+        self._placements[position.name] = placement
+        return lambda index, path: placement.place(index, read(path))
+
+    def write(self, spec: ImageSpec, planes: Iterator[Any], target: Path,
               on_plane: Callable[[int], None] | None) -> None:
-        write_image(spec, planes, target, compression=self.compression, pyramid=self.pyramid,
-                    bigtiff=self.bigtiff, workers=self.workers, on_plane=on_plane)
+        placement = self._placements.pop(spec.name, None)
+        if placement is not None:
+            write_placed(spec, planes, target, placement, bigtiff=self.bigtiff,
+                         on_plane=on_plane)
+        else:
+            write_image(spec, planes, target, compression=self.compression,
+                        pyramid=self.pyramid, bigtiff=self.bigtiff, workers=self.workers,
+                        on_plane=on_plane)
 
 
 def export_ome_tiff(

@@ -632,12 +632,12 @@ class OmeZarrWriter(ImageWriter):
         # A store is a folder: a link in its place (even a dangling one) counts as there.
         return target.exists() or target.is_symlink()
 
-    def plane_work(self, position: Position) -> Callable[[Path | None], EncodedPlane]:
+    def plane_work(self, position: Position) -> Callable[[int, Path | None], EncodedPlane]:
         shape, dtype = position.shape, position.dtype
         if shape is None or dtype is None:
             raise ValueError(f"{position.name}: discovered without probing")
         encoder = PlaneEncoder(levels_for(shape, self.pyramid), dtype, self.fmt)
-        return lambda path: encoder.encode(position.read_plane(path))
+        return lambda index, path: encoder.encode(position.read_plane(path))
 
     def write(self, spec: ImageSpec, planes: Iterator[EncodedPlane], target: Path,
               on_plane: Callable[[int], None] | None) -> None:
