@@ -15,8 +15,10 @@ from omero.rtypes import unwrap
 
 from ._base import SessionState, implements
 from .admin import AdminService, ConfigService, SessionService
+from .container import ContainerService
 from .delete import Handle
 from .files import RawFileStore
+from .metadata import MetadataService
 from .model import proxy
 from .pixels import PixelsService, RawPixelsStore, RenderingSettings, ThumbnailStore
 from .query import QueryService
@@ -67,6 +69,12 @@ class ServiceFactory:
 
     def getQueryService(self, current=None):
         return self._service("IQuery", QueryService, omero.api.IQueryPrx)
+
+    def getContainerService(self, current=None):
+        return self._service("IContainer", ContainerService, omero.api.IContainerPrx)
+
+    def getMetadataService(self, current=None):
+        return self._service("IMetadata", MetadataService, omero.api.IMetadataPrx)
 
     def getUpdateService(self, current=None):
         return self._service("IUpdate", UpdateService, omero.api.IUpdatePrx)
