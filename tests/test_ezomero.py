@@ -43,9 +43,9 @@ def _pairs_by_query(double, up, kind: str, oid: int) -> dict[str, list[tuple[str
         links = q.findAllByQuery(
             f"select l from {kind}AnnotationLink l join fetch l.child a where l.parent.id = :id",
             ParametersI().addId(oid))
-        return {l.child.id.val: (unwrap(l.child.ns), [(nv.name, nv.value)
-                                                    for nv in l.child.getMapValue()])
-                for l in links if isinstance(l.child, omero.model.MapAnnotationI)}
+        return {lk.child.id.val: (unwrap(lk.child.ns), [(nv.name, nv.value)
+                                                      for nv in lk.child.getMapValue()])
+                for lk in links if isinstance(lk.child, omero.model.MapAnnotationI)}
     finally:
         c.__del__()
 
