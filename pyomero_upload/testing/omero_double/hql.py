@@ -764,33 +764,41 @@ class Runner:
         return rows
 
     def join_targets(self, src: Any, j: Join, query: str) -> list[Any]:
+        """What one join reaches from ``src``; a path of several steps
+        (``dilink.parent.projectLinks``) walks to its last step first."""
+        parts = j.path.split(".")
+        last = 2 if len(parts) >= 2 and parts[-2] == "details" else 1
+        if len(parts) > last:
+            src = self.path("_src." + ".".join(parts[:-last]), {"_src": src}, None, query)
+            if not isinstance(src, M.IObject):
+                return []
+        return self._step(src, ".".join(parts[-last:]), j.fetch, query)
+
+    def _step(self, src: Any, path: str, fetch: bool, query: str) -> list[Any]:
         if src is None:
             return []
         if isinstance(src, M.IObject) and not src.isLoaded():
             src = self.resolve(src)
             if src is None:
                 return []
-        if j.path.startswith("details."):  # owner, group, events of the row
-            one = self.resolve(getattr(src.details, "_" + j.path[8:], None))
+        if path.startswith("details."):  # owner, group, events of the row
+            one = self.resolve(getattr(src.details, "_" + path[8:], None))
             return [one] if one is not None else []
-        if "." in j.path:
-            one = self.path(f"_src.{j.path}", {"_src": src}, None, query)
-            return [one] if isinstance(one, M.IObject) else []
-        if collection_of(kind_of(src), j.path) is not None:
-            return [c for c in self.db.children(src, j.path) if self.visible(c)]
-        if isinstance(getattr(src, "_" + j.path, None), list):
+        if collection_of(kind_of(src), path) is not None:
+            return [c for c in self.db.children(src, path) if self.visible(c)]
+        if isinstance(getattr(src, "_" + path, None), list):
             # A collection of components (MapAnnotation.mapValue, NamedValue rows of
             # annotation_mapvalue): the join gives one row per element.
-            if j.fetch:
-                raise _unsupported(query, f"join fetch of the component list {j.path}")
-            return list(getattr(src, "_" + j.path))
-        if hasattr(src, "_" + j.path):
-            one = self.resolve(getattr(src, "_" + j.path))
+            if fetch:
+                raise _unsupported(query, f"join fetch of the component list {path}")
+            return list(getattr(src, "_" + path))
+        if hasattr(src, "_" + path):
+            one = self.resolve(getattr(src, "_" + path))
             return [one] if one is not None else []
-        if _known_property(j.path):
+        if _known_property(path):
             return []
         raise omero.QueryException(
-            message=f"could not resolve property: {j.path} of: {kind_of(src)}")
+            message=f"could not resolve property: {path} of: {kind_of(src)}")
 
     def select(self, q: Query, ctx: _Ctx, outer: dict[str, Any] | None = None,
                root_filter: bool = False) -> list[list[Any]]:
@@ -872,6 +880,7 @@ class Runner:
             by_object.setdefault(ident, []).append(r)
         out = [None if ident is None else self.materialize(rs[0][alias], alias, q, rs)
                for ident, rs in by_object.items()]
+        _share_loaded(out)
         f = ctx.filter
         if f is not None:
             start = unwrap(f.offset) or 0
@@ -951,6 +960,54 @@ class Runner:
 
 
 _MISSING = object()
+
+
+def _share_loaded(results: list[Any]) -> None:
+    """One instance per row in a Hibernate session: an owner, group or event in an
+    object's details that the same query loaded (fetched) elsewhere comes back loaded
+    too (the first-level cache hands out the initialized entity), e.g. an annotation's
+    owner when the links' owners were fetched (omeroweb webgateway/views.py
+    _bulk_file_annotations reads ``annotation.details.owner.firstName`` on that).
+    Each is a copy of its own columns, so the answer stays a tree; references outside
+    the details are left as they are (a client saves them back)."""
+    loaded: dict[tuple[str, int], Any] = {}
+    seen: set[int] = set()
+
+    def children(obj: Any, details: bool):
+        for key, value in vars(obj).items():
+            if isinstance(value, M.IObject):
+                yield value
+            elif isinstance(value, list) and key.endswith("Seq"):
+                yield from (v for v in value if isinstance(v, M.IObject))
+        if details and getattr(obj, "_details", None) is not None:
+            yield from (v for v in vars(obj._details).values() if isinstance(v, M.IObject))
+
+    def walk(obj: Any, visit, details: bool) -> None:
+        if obj is None or id(obj) in seen or not obj.isLoaded():
+            return
+        seen.add(id(obj))
+        for child in list(children(obj, details)):
+            walk(child, visit, details)
+        visit(obj)  # after its children: what fill puts in is never walked
+
+    def collect(obj: Any) -> None:
+        loaded.setdefault((kind_of(obj), unwrap(obj.id)), obj)
+
+    def fill(obj: Any) -> None:
+        details = getattr(obj, "_details", None)
+        if details is None:
+            return
+        for key, value in list(vars(details).items()):
+            if isinstance(value, M.IObject) and not value.isLoaded():
+                full = loaded.get((kind_of(value), unwrap(value.id)))
+                if full is not None:
+                    setattr(details, key, shallow(full))
+
+    for obj in results:
+        walk(obj, collect, True)
+    seen.clear()
+    for obj in results:
+        walk(obj, fill, False)
 
 
 @dataclass

@@ -219,6 +219,11 @@ class Database:
         self.files: dict[int, bytearray] = {}
         self.tables: dict[int, TableData] = {}
         self.rendering: set[tuple[int, int]] = set()  # (pixels id, user id) with settings
+        #: Settings saved through a RenderingEngine (absent: OMERO's defaults), and the
+        #: RenderingDef ids (a sequence of their own) of each (pixels id, user id).
+        self.rendering_defs: dict[tuple[int, int], dict[str, Any]] = {}
+        self.rendering_def_ids: dict[tuple[int, int], int] = {}
+        self.rendering_def_seq = itertools.count(1)
         self.passwords: dict[str, str] = {}
         #: Experimenter ids for whom an empty stored password accepts any password
         #: (omero-server ome/security/auth/PasswordUtil.java isPasswordRequired: false
