@@ -135,6 +135,47 @@ def test_webclient_key_value_pairs_and_tags(omero_web, web_session, demo_upload)
     kv = [tuple(v) for a in on_dataset["annotations"] if a["ns"] == CLIENT_MAP_NS
           for v in a["values"]]
     assert ("Project", up.project[1]) in kv
+    files = get(web_session, f"{url}/webclient/api/annotations/", type="file",
+                dataset=up.dataset[0])["annotations"]
+    names = {a["file"]["name"] for a in files}
+    assert {"microscope1_Acq.txt", "microscope1_log.txt"} <= names
+    # the dataset's panel (with its count of OMERO.tables on parents) renders
+    r = web_session.get(f"{url}/webclient/metadata_details/dataset/{up.dataset[0]}/",
+                        timeout=120)
+    assert r.status_code == 200 and up.dataset[1] in r.text, r.text[:3000]
+
+
+def test_right_hand_panel_of_an_image(omero_web, web_session, demo_upload):
+    up, url = demo_upload, omero_web.url
+    iid, name = up.images[0]
+    r = web_session.get(f"{url}/webclient/metadata_details/image/{iid}/", timeout=120)
+    assert r.status_code == 200, r.text[:3000]
+    assert name in r.text and "Web User" in r.text  # the image and its owner
+    for channel in up.channels:
+        assert channel in r.text
+
+
+def test_img_data_channels_and_windows(omero_web, web_session, demo_upload):
+    """The viewer's settings: channel names, and each channel's window min/max the
+    global min/max the upload set (IPixels.setChannelGlobalMinMax, a StatsInfo)."""
+    from helpers import demo_planes, read_png
+
+    up = demo_upload
+    iid, name = up.images[2]
+    data = get(web_session, f"{omero_web.url}/webgateway/imgData/{iid}/")
+    assert data["id"] == iid and data["meta"]["imageName"] == name
+    sx, sy, sz, sc, st = up.sizes[iid]
+    assert (data["size"]["width"], data["size"]["height"], data["size"]["z"],
+            data["size"]["c"], data["size"]["t"]) == (sx, sy, sz, sc, st)
+    assert [c["label"] for c in data["channels"]] == up.channels
+    planes = demo_planes(up.demo, name)
+    for c, channel in enumerate(data["channels"]):
+        values = [read_png(p) for _, cc, _, p in planes if cc == up.channels[c]]
+        assert channel["window"]["min"] == min(v.min() for v in values)
+        assert channel["window"]["max"] == max(v.max() for v in values)
+        assert channel["active"] is True
+    assert data["rdefs"]["defaultZ"] == sz // 2 and data["rdefs"]["defaultT"] == 0
+    assert data["rdefs"]["model"] == "color"
 
 
 # --- thumbnails and rendering -------------------------------------------------------------
@@ -155,19 +196,34 @@ def test_thumbnail_is_a_jpeg_of_the_image(omero_web, web_session, demo_upload):
 def test_render_image_is_the_plane(omero_web, web_session, demo_upload):
     from PIL import Image
 
+    iid = demo_upload.images[0][0]
+    r = web_session.get(f"{omero_web.url}/webgateway/render_image/{iid}/", timeout=120)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg", r.text[:2000]
+    with Image.open(io.BytesIO(r.content)) as im:  # the default settings: 3 colours
+        assert im.size == demo_upload.sizes[iid][:2] and im.mode == "RGB"
+
     iid, name = demo_upload.images[0]
-    # channel 1 only, grey, the plane's own range: the rendered plane follows the source
+    # channel 1 only, grey, the plane's own range, JPEG quality 1.0 (q): the rendered
+    # plane is the source plane mapped linearly onto 0..255
     source = demo_upload.plane(name, 1, demo_upload.channels[0], 3).astype(float)
     lo, hi = source.min(), source.max()
     r = web_session.get(f"{omero_web.url}/webgateway/render_image/{iid}/2/0/", timeout=120,
                         params={"c": f"1|{lo:.0f}:{hi:.0f}$FFFFFF,-2,-3", "m": "g",
-                                "format": "png"})
+                                "q": "1.0", "format": "png"})
     assert r.status_code == 200, r.text[:2000]
     with Image.open(io.BytesIO(r.content)) as im:
         got = np.asarray(im.convert("L"), dtype=float)
     assert got.shape == source.shape
     expected = np.clip((source - lo) / (hi - lo) * 255, 0, 255)
-    assert np.abs(got - expected).max() <= 1.5
+    diff = np.abs(got - expected)
+    assert diff.mean() < 1.0 and diff.max() <= 12  # JPEG at quality 100, then PNG
+    # the channel window moves the mapping: half the range saturates twice as much
+    r = web_session.get(f"{omero_web.url}/webgateway/render_image/{iid}/2/0/", timeout=120,
+                        params={"c": f"1|{lo:.0f}:{(lo + hi) / 2:.0f}$FFFFFF,-2,-3", "m": "g",
+                                "q": "1.0", "format": "png"})
+    with Image.open(io.BytesIO(r.content)) as im:
+        brighter = np.asarray(im.convert("L"), dtype=float)
+    assert (brighter >= 250).mean() > (got >= 250).mean()
 
 
 # --- a page in a browser ------------------------------------------------------------------
