@@ -292,7 +292,9 @@ class RenderingEngine(Stateful):
         self._codomain(ctx, w, False)
 
     def _codomain(self, ctx, w, on: bool) -> None:
-        if not isinstance(ctx, M.ReverseIntensityContext):
+        # the romio context names the map (omero.romio.ReverseIntensityMapContext); the
+        # channel then lists it as the model's ReverseIntensityContext
+        if not isinstance(ctx, omero.romio.ReverseIntensityMapContext):
             raise omero.ApiUsageException(message=(
                 f"the OMERO double renders the reverse-intensity map only, not "
                 f"{type(ctx).__name__}"))
