@@ -16,7 +16,8 @@ From tests::
     with running_web(tmp_path, "127.0.0.1", double.port) as web:
         requests.get(f"{web.url}/api/")
 
-From a shell (prints ``ready URL``; stops on SIGTERM or Ctrl-C)::
+From a shell (Django's development server says where it listens; stops on SIGTERM
+or Ctrl-C)::
 
     OMERODIR=/tmp/web python -m pyomero_upload.testing.omero_web --server-port 4064
 
