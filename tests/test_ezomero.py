@@ -17,7 +17,8 @@ ezomero = pytest.importorskip("ezomero", reason="ezomero is not installed (pip i
 
 from pyomero_upload.model import CLIENT_MAP_NS  # noqa: E402
 
-pytestmark = pytest.mark.omero_web
+# one OMERO.web and one upload per run: these tests on one xdist worker
+pytestmark = [pytest.mark.omero_web, pytest.mark.xdist_group("omero_web")]
 
 
 @pytest.fixture

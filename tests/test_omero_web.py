@@ -25,7 +25,8 @@ from helpers import HAVE_REAL_DEMO  # noqa: E402
 from pyomero_upload import demo_data as dd  # noqa: E402
 from pyomero_upload.model import CLIENT_MAP_NS  # noqa: E402
 
-pytestmark = pytest.mark.omero_web
+# one OMERO.web and one upload per run: these tests on one xdist worker
+pytestmark = [pytest.mark.omero_web, pytest.mark.xdist_group("omero_web")]
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TAGS = ["28-Sep-2018", "Batgirl"] if HAVE_REAL_DEMO else list(dd.TAGS)
@@ -264,6 +265,16 @@ def test_webclient_page_in_chromium(omero_web, demo_upload, tmp_path):
                                                     demo_upload.dataset[1]))
         # the user's node shows their full name, as OMERO.web shows any user's
         assert "Web User" in driver.find_element(By.ID, "dataTree").text
+        # select the dataset: the centre panel shows its images, each with its name and
+        # its thumbnail (a JPEG from /webclient/get_thumbnails/, inlined)
+        driver.find_element(
+            By.XPATH, f"//*[@id='dataTree']//*[contains(@class, 'jstree-anchor')]"
+                      f"[contains(., '{demo_upload.dataset[1]}')]").click()
+        for iid, name in demo_upload.images:
+            icon = wait.until(ec.presence_of_element_located((By.ID, f"image_icon-{iid}")))
+            wait.until(lambda _d, icon=icon: (icon.find_element(By.TAG_NAME, "img")
+                       .get_attribute("src") or "").startswith("data:image/jpeg;base64,"))
+            assert name in icon.find_element(By.CLASS_NAME, "desc").get_attribute("textContent")
         # no script error and no failed request to OMERO.web (the login page also asks
         # api.github.com for OMERO.insight's releases, which this machine cannot reach)
         logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
@@ -303,3 +314,10 @@ def test_api_notebook_against_omero_web(omero_web, demo_upload, double, monkeypa
     assert "Brightfield" in text and "logged out" in text
     # its login's OMERO session ended with its logout
     assert _alive(double, demo_upload.user) == before
+
+
+def test_omero_web_logged_no_errors(omero_web):
+    """Whatever the pages above asked of the double, OMERO.web logged no error (the
+    docker-stacks rule: an error a user would see is a defect)."""
+    errors = [line for line in omero_web.log.read_text().splitlines() if " ERROR " in line]
+    assert not errors, "\n".join(errors[:20])
