@@ -279,7 +279,7 @@ class _Parser:
         self.take("new")
         self.take("map")
         self.take("(")
-        items = []
+        items: list[tuple[Any, str]] = []
         while True:
             e = self.expr()
             if self.accept("as"):
@@ -662,12 +662,12 @@ class Runner:
         if isinstance(node, Exists):
             return bool(self.rows(node.query, ctx, row))
         if isinstance(node, Sub):
-            found = self.select(node.query, ctx, row)
-            if len(found) > 1:
+            cells = self.select(node.query, ctx, row)
+            if len(cells) > 1:
                 raise omero.QueryException(
                     message=f"more than one row returned by a subquery used as an "
                             f"expression: {ctx.text}")
-            return found[0][0] if found else None
+            return cells[0][0] if cells else None
         if isinstance(node, Case):
             for cond, value in node.whens:
                 if _truth(self.ev(cond, row, ctx, q, group)):
@@ -813,7 +813,8 @@ class Runner:
                 groups.setdefault(key, []).append(r)
             if not q.group and not groups:
                 groups[()] = []
-            units = [(g[0] if g else dict(outer or {}), g) for g in groups.values()]
+            units: list[tuple[dict[str, Any], list[dict[str, Any]] | None]] = [
+                (g[0] if g else dict(outer or {}), g) for g in groups.values()]
             if q.having is not None:
                 units = [(r, g) for r, g in units
                          if _truth(self.ev(q.having, r, ctx, q, g)) is True]
@@ -827,12 +828,13 @@ class Runner:
             units.sort(key=sort_key, reverse=desc)
         out = [([self.ev(e, r, ctx, q, g) for e in items], r) for r, g in units]
         if q.distinct:
-            seen, unique = set(), []
+            seen: set[str] = set()
+            unique = []
             for cells, r in out:
-                key = repr([_py(c) if not isinstance(c, dict) else
+                sig = repr([_py(c) if not isinstance(c, dict) else
                             sorted((k, _py(v)) for k, v in c.items()) for c in cells])
-                if key not in seen:
-                    seen.add(key)
+                if sig not in seen:
+                    seen.add(sig)
                     unique.append((cells, r))
             out = unique
         if root_filter and ctx.filter is not None:

@@ -65,7 +65,7 @@ def _color(i: int) -> list[int]:
 
 @implements(omero.api.RenderingEngine)
 class RenderingEngine(Stateful):
-    pid: int | None = None
+    pid: int = -1  # none yet
     pixels: Any = None
     settings: dict[str, Any] | None = None
     compression = 0.85
