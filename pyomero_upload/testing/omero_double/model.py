@@ -350,6 +350,15 @@ class Database:
     def snapshot(self) -> dict[str, Any]:
         """JSON-able dump of every object, pixels and table (the ``--state`` file)."""
         objs = []
+        # one pass over the rows for every object's annotation links (not one per object)
+        annotations = {unwrap(o.id): o for o in self.objects.values()
+                       if isinstance(o, M.Annotation)}
+        links: dict[tuple[str, int], list[Any]] = {}
+        for (kind, _), li in self.objects.items():
+            parent = getattr(li, "_parent", None)
+            if kind.endswith("AnnotationLink") and parent is not None:
+                links.setdefault((kind[:-len("AnnotationLink")], unwrap(parent.id)),
+                                 []).append(li)
         for (kind, oid), o in sorted(self.objects.items(), key=lambda kv: kv[0][1]):
             if kind in ENUMS or kind in ("Event", "GroupExperimenterMap"):
                 continue  # bookkeeping rows (memberships are in each user's member_of)
@@ -361,13 +370,14 @@ class Database:
                 "fields": {k: plain(v) for k, v in fields(o).items() if v is not None},
             }
             if hasattr(o, "_annotationLinksSeq"):
-                links = self.children(o, "annotationLinks")
+                mine = sorted((li for li in links.get((kind, oid), [])
+                               if getattr(M, kind + "AnnotationLinkI", None) is not None),
+                              key=lambda li: unwrap(li.id))
                 entry["annotations"] = [
                     {"link": unwrap(li.id), "id": unwrap(li.child.id),
-                     "class": kind_of(self.get("Annotation", unwrap(li.child.id))),
-                     "ns": unwrap(getattr(self.get("Annotation", unwrap(li.child.id)),
-                                          "_ns", None))}
-                    for li in links]
+                     "class": kind_of(annotations.get(unwrap(li.child.id))),
+                     "ns": unwrap(getattr(annotations.get(unwrap(li.child.id)), "_ns", None))}
+                    for li in mine]
             objs.append(entry)
         pixels = {
             str(pid): {"size": [d.size_x, d.size_y, d.size_z, d.size_c, d.size_t],
