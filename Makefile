@@ -48,7 +48,7 @@ $(BIN)/.installed-test: $(BIN)/.installed
 
 $(BIN)/.installed-omero: $(BIN)/.installed-test
 	PYTHON=$(BIN)/python docker/scripts/build-ice-wheel.sh $(ICE_WHEEL_DIR)
-	$(BIN)/python -m pip install --quiet --find-links $(ICE_WHEEL_DIR) -e '.[omero,test]'
+	$(BIN)/python -m pip install --quiet --find-links $(ICE_WHEEL_DIR) -e '.[omero,test,web]'
 	touch $@
 
 install: $(BIN)/.installed ## Create .venv and install the package alone (what `make demo` needs)
@@ -58,7 +58,7 @@ install-test: $(BIN)/.installed-test ## Add the test and lint tools (the `test` 
 ice-wheel: install ## Build the zeroc-ice 3.6.5 wheel for .venv's Python once (cached in ICE_WHEEL_DIR)
 	PYTHON=$(BIN)/python docker/scripts/build-ice-wheel.sh $(ICE_WHEEL_DIR)
 
-install-omero: $(BIN)/.installed-omero ## Add omero-py (the Ice wheel is built once, ~10 min, then cached)
+install-omero: $(BIN)/.installed-omero ## Add omero-py, and omero-web and ezomero for tests (the Ice wheel is built once, ~10 min, then cached)
 
 demo: install ## Make a synthetic experiment, show its plan and export it as OME-TIFF (no server)
 	rm -rf $(DEMO_DIR) $(DEMO_OUT)

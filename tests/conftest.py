@@ -24,6 +24,7 @@ import pytest
 
 from helpers import DEMO, HAVE_REAL_DEMO, SYNTHETIC, copy_lab_files, demo_planes, read_png
 from pyomero_upload.demo_data import write_demo_experiment
+from web_fixtures import demo_upload, omero_web, web_session  # noqa: F401 (fixtures)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -417,6 +417,186 @@ def test_unsupported_query_is_a_clear_error(client):
         query.findAllByQuery("select x from NoSuchThing x", None)
 
 
+def _tree(sf):
+    """A project with two datasets (the first holding one image) and an orphan dataset."""
+    update = sf.getUpdateService()
+    p = ProjectI()
+    p.setName(rstring(_name("Tree")))
+    p = update.saveAndReturnObject(p)
+    ds = []
+    for name in ("b-second", "A-first", "orphan"):
+        d = DatasetI()
+        d.setName(rstring(f"{name}-{uuid.uuid4().hex[:6]}"))
+        ds.append(update.saveAndReturnObject(d))
+    for d in ds[:2]:
+        li = ProjectDatasetLinkI()
+        li.setParent(ProjectI(p.id.val, False))
+        li.setChild(DatasetI(d.id.val, False))
+        update.saveObject(li)
+    iid, _ = _image(sf, 2, 2)
+    li = omero.model.DatasetImageLinkI()
+    li.setParent(DatasetI(ds[1].id.val, False))
+    li.setChild(ImageI(iid, False))
+    update.saveObject(li)
+    return p, ds, iid
+
+
+def test_hql_shapes_omero_web_sends(client):
+    """The query shapes of omeroweb webclient/tree.py and api/api_query.py, answered as
+    Hibernate answers them."""
+    sf = client.getSession()
+    p, ds, iid = _tree(sf)
+    q = sf.getQueryService()
+    pid = p.id.val
+    # tree.py marshal_projects: new map, a scalar subquery, x_details_permissions
+    rows = q.projection(
+        "select new map(project.id as id, project.name as name, "
+        "project.details.owner.id as ownerId, project as project_details_permissions, "
+        "(select count(id) from ProjectDatasetLink pdl where pdl.parent = project.id) "
+        "as childCount) from Project project where project.id = :id "
+        "order by lower(project.name), project.id", ParametersI().addId(pid))
+    (row,) = [unwrap(r)[0] for r in rows]
+    assert (row["id"], row["name"], row["childCount"]) == (pid, unwrap(p.name), 2)
+    assert row["project_details_permissions"]["perm"] == "rwr---"  # the system group's
+    assert row["project_details_permissions"]["canEdit"] is True
+    # datasets of the project, by lower(name): "A-first" before "b-second"
+    rows = q.projection(
+        "select new map(dataset.id as id, (select count(id) from DatasetImageLink dil "
+        "where dil.parent=dataset.id) as childCount) from Dataset dataset "
+        "join dataset.projectLinks plink where plink.parent.id = :pid "
+        "order by lower(dataset.name), dataset.id", ParametersI().addLong("pid", pid))
+    assert [(unwrap(r)[0]["id"], unwrap(r)[0]["childCount"]) for r in rows] == [
+        (ds[1].id.val, 1), (ds[0].id.val, 0)]
+    # orphans: not exists (subquery)
+    rows = q.projection(
+        "select dataset.id from Dataset dataset where not exists (select pdlink from "
+        "ProjectDatasetLink as pdlink where pdlink.child = dataset.id) and dataset.id in "
+        "(:ids)", ParametersI().addIds([d.id.val for d in ds]))
+    assert [unwrap(r)[0] for r in rows] == [ds[2].id.val]
+    # api_query.get_child_counts: group by
+    rows = q.projection(
+        "select chl.parent.id, count(chl.id) from ProjectDatasetLink chl "
+        "where chl.parent.id in (:ids) group by chl.parent.id", ParametersI().addIds([pid]))
+    assert [[unwrap(c) for c in r] for r in rows] == [[pid, 2]]
+    # count(*), count(distinct), sum(case ...), coalesce, or, !=, is null, ||, not in
+    ids = ParametersI().addIds([d.id.val for d in ds])
+    [[n, distinct, named, first]] = q.projection(
+        "select count(*), count(distinct d.details.owner.id), "
+        "sum(case when d.name like 'A-%' or d.name like 'b-%' then 1 else 0 end), "
+        "min(coalesce(d.description, 'none') || ':' || lower(d.name)) "
+        "from Dataset d where d.id in (:ids) and d.description is null and d.id != -1", ids)
+    assert [unwrap(v) for v in (n, distinct, named)] == [3, 1, 2]
+    assert unwrap(first).startswith("none:a-first")
+    rows = q.projection(
+        "select d.id from Dataset d where d.id in (:ids) and d.id not in "
+        "(select l.child.id from ProjectDatasetLink l)", ids)
+    assert [unwrap(r)[0] for r in rows] == [ds[2].id.val]
+    # an empty group is one row of zero, as SQL counts
+    assert unwrap(q.projection("select count(*) from Dataset d where d.id = -5", None)) == [[0]]
+
+
+def test_groups_of_a_user_as_blitzgateway_loads_them(client, double):
+    sf = client.getSession()
+    uid = sf.getAdminService().getEventContext().userId
+    (me,) = sf.getQueryService().findAllByQuery(
+        "select distinct obj from Experimenter as obj left outer join fetch "
+        "obj.groupExperimenterMap as groupExperimenterMap left outer join fetch "
+        "groupExperimenterMap.parent g where obj.id = :id", ParametersI().addId(uid))
+    assert [m.parent.name.val for m in me.copyGroupExperimenterMap()] == ["system", "user"]
+    assert [g.id.val for g in sf.getAdminService().containedGroups(uid)] == [0, 1]
+    admin = sf.getAdminService()
+    assert {e.omeName.val for e in admin.containedExperimenters(1)} >= {double.user}
+    assert len(admin.getCurrentAdminPrivileges()) == 15
+
+
+@pytest.mark.parametrize("hql, shape", [
+    ("select soundex(p.name) from Project p", "the function soundex()"),
+    ("select p from Project p where p.name = ", "unexpected end"),
+    ("select p.nosuch from Project p", "could not resolve property: nosuch"),
+    ("select p.datasetLinks.child from Project p", "the collection 'datasetLinks'"),
+])
+def test_hql_the_double_cannot_answer_names_the_query(client, hql, shape):
+    with pytest.raises(omero.QueryException) as err:
+        client.getSession().getQueryService().projection(hql, None)
+    assert shape in err.value.message
+
+
+def test_services_for_omero_web(client):
+    """IContainer, IMetadata, ITypes, IConfig and a RenderingEngine, as BlitzGateway
+    calls them for OMERO.web's pages."""
+    sf = client.getSession()
+    p, ds, iid = _tree(sf)
+    (img,) = sf.getContainerService().getImages("Image", [iid], None)
+    assert img.getPrimaryPixels().getPixelsType().getValue().val == "uint16"
+    assert [i.id.val for i in sf.getContainerService().getImages("Dataset", [ds[1].id.val],
+                                                                 None)] == [iid]
+    (proj,) = sf.getContainerService().loadContainerHierarchy("Project", [p.id.val], None)
+    assert sorted(lk.child.id.val for lk in proj.copyDatasetLinks()) == sorted(
+        d.id.val for d in ds[:2])
+    assert sf.getContainerService().getCollectionCount(
+        "Dataset", "imageLinks", [ds[1].id.val, ds[0].id.val], None) == {
+        ds[1].id.val: 1, ds[0].id.val: 0}
+    assert sf.getMetadataService().loadAnnotations("Image", [iid], [], [], None) == {iid: []}
+    types = sf.getTypesService()
+    assert types.getEnumeration("omero.model.PixelsType", "uint16").value.val == "uint16"
+    assert [m.value.val for m in types.allEnumerations("RenderingModel")] == ["rgb",
+                                                                              "greyscale"]
+    with pytest.raises(omero.ApiUsageException, match="not an enumeration"):
+        types.allEnumerations("Project")
+    config = sf.getConfigService()
+    assert config.getConfigValue("omero.version").startswith(config.getVersion())
+    assert config.getConfigValues("^omero\\.version$") == {
+        "omero.version": config.getConfigValue("omero.version")}
+    # a rendering engine needs the pixels on disk: this image has none yet
+    re = sf.createRenderingEngine()
+    try:
+        re.lookupPixels(img.getPrimaryPixels().id.val)
+        assert re.lookupRenderingDef(img.getPrimaryPixels().id.val) is False
+        with pytest.raises(omero.LockTimeout):
+            re.resetDefaultSettings(True)
+    finally:
+        re.close()
+
+
+def test_rendering_engine_renders_the_pixels(client):
+    import io
+
+    from PIL import Image
+
+    sf = client.getSession()
+    iid, px = _image(sf, 4, 2, c=2)
+    store = sf.createRawPixelsStore()
+    store.setPixelsId(px.id.val, True)
+    store.setPlane(bytes([0, 0, 0, 10, 0, 20, 0, 30] * 2), 0, 0, 0)  # uint16 big-endian
+    store.setPlane(bytes(16), 0, 1, 0)
+    store.close()
+    re = sf.createRenderingEngine()
+    try:
+        re.lookupPixels(px.id.val)
+        re.resetDefaultSettings(True)
+        assert re.lookupRenderingDef(px.id.val)
+        re.load()
+        assert re.getModel().value.val == "rgb" and re.isActive(0) and re.isActive(1)
+        assert re.getChannelWindowEnd(0) == 65535.0  # no StatsInfo: the type's range
+        re.setChannelWindow(0, 0, 30)
+        re.setRGBA(0, 255, 255, 255, 255)
+        re.setActive(1, False)
+        re.setCompressionLevel(1.0)
+        pd = omero.romio.PlaneDef(omero.romio.XY, z=0, t=0)
+        packed = re.renderAsPackedInt(pd)
+        assert [(v >> 8) & 0xFF for v in packed] == [0, 85, 170, 255] * 2
+        with Image.open(io.BytesIO(re.renderCompressed(pd))) as im:
+            assert im.size == (4, 2)
+        re.addCodomainMapToChannel(omero.romio.ReverseIntensityMapContext(), 0)
+        assert isinstance(re.getCodomainMapContext(0)[0], omero.model.ReverseIntensityContext)
+        assert [(v >> 8) & 0xFF for v in re.renderAsPackedInt(pd)] == [255, 170, 85, 0] * 2
+        re.setChannelLookupTable(0, "fire.lut")
+        with pytest.raises(omero.ApiUsageException, match="lookup tables"):
+            re.renderCompressed(pd)
+    finally:
+        re.close()
+
+
 def test_fetch_joins_load_what_was_asked_only(client):
     sf = client.getSession()
     iid, px = _image(sf, 4, 4, c=2)

@@ -11,11 +11,17 @@ every argument count and type and copy every object across the wire.
 What it serves, one module per service: Glacier2 ``createSession``/
 ``joinSession``/``destroySession`` (:mod:`.router`, :mod:`.server`); the
 ServiceFactory with security contexts, keep-alive and detach/closeOnDestroy
-(:mod:`.factory`); IAdmin, IConfig, ISession (:mod:`.admin`); IQuery (a small
+(:mod:`.factory`); IAdmin, IConfig, ISession (:mod:`.admin`); IQuery (an
 HQL interpreter: see :mod:`.hql`; :mod:`.query`); IUpdate (:mod:`.update`);
-IPixels ``createImage``, RawPixelsStore, IRenderingSettings, ThumbnailStore
-(:mod:`.pixels`); RawFileStore (:mod:`.files`); SharedResources/Tables
-(:mod:`.tables`); ``submit(Delete2)`` (:mod:`.delete`).  What they share is in
+IPixels ``createImage`` and ``setChannelGlobalMinMax``, RawPixelsStore,
+IRenderingSettings, ThumbnailStore (:mod:`.pixels`); RenderingEngine
+(:mod:`.rendering`); IContainer (:mod:`.container`); IMetadata
+(:mod:`.metadata`); ITypes (:mod:`.types`); IScript, with no scripts
+(:mod:`.scripts`); RawFileStore (:mod:`.files`); SharedResources/Tables
+(:mod:`.tables`); ``submit(Delete2)`` (:mod:`.delete`).  What OMERO.web,
+ezomero and BlitzGateway need of these is tested with those clients
+(``tests/test_omero_web.py``, ``tests/test_ezomero.py``; OMERO.web runs from
+:mod:`pyomero_upload.testing.omero_web`).  What they share is in
 :mod:`._base`.  Any other operation raises ``omero.ApiUsageException`` saying
 the double does not implement it.  The server rules it enforces, each taken
 from OMERO's source (named in comments beside the code that enforces them, in
@@ -60,9 +66,10 @@ users over IAdmin (``createGroup``, ``createExperimenterWithPassword``,
 
 Not modelled: session timeouts, server-side pyramid generation (a pyramid
 image reads back at full resolution only, tiles at any position are
-accepted while writing), rendering settings and thumbnails beyond a plain
-JPEG of the middle plane, ROIs, scripts, imports, Delete2 options other than
-``targetObjects`` and ``dryRun``, HQL beyond the shapes in :mod:`.hql`.
+accepted while writing), thumbnails beyond a plain JPEG of the middle plane,
+rendering beyond the linear family (no lookup tables, no overlays), ROIs,
+scripts, imports, Delete2 options other than ``targetObjects`` and ``dryRun``,
+HQL beyond the shapes in :mod:`.hql`.
 """
 
 from __future__ import annotations

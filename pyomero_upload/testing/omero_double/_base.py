@@ -201,7 +201,8 @@ class Servant:
     # admins and group leaders; other groups' objects not at all in this context).
     def visible(self, obj: Any, group: int | None = None) -> bool:
         kind = kind_of(obj)
-        if kind in ENUMS or kind in ("Experimenter", "ExperimenterGroup", "Event"):
+        if kind in ENUMS or kind in ("Experimenter", "ExperimenterGroup", "Event",
+                                     "GroupExperimenterMap"):
             return True
         g = unwrap(obj.details.group.id)
         s = self.session
@@ -215,7 +216,8 @@ class Servant:
     def runner(self, current: Any) -> Runner:
         group = current.ctx.get("omero.group") if current is not None else None
         g = int(group) if group not in (None, "") else None
-        return Runner(self.db, lambda o: self.visible(o, g))
+        return Runner(self.db, lambda o: self.visible(o, g), self.session.user_id,
+                      self.session.is_admin())
 
     def load(self, kind: str, oid: int) -> Any:
         obj = self.db.get(kind, oid)

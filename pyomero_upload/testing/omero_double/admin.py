@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import omero
 import omero.api
 from omero.rtypes import unwrap
 
 from ._base import Servant, implements
+from .hql import Runner
 from .model import PRIVATE, now, shallow
+
+#: Every light-admin privilege (omero-model ome/model/enums/AdminPrivilege values, as
+#: omero-server ome/security/basic/LightAdminPrivileges.getAllPrivileges lists them):
+#: a full administrator holds them all, everyone else none.
+ADMIN_PRIVILEGES = ("Chgrp", "Chown", "DeleteFile", "DeleteManagedRepo", "DeleteOwned",
+                    "DeleteScriptRepo", "ModifyGroup", "ModifyGroupMembership", "ModifyUser",
+                    "ReadSession", "Sudo", "WriteFile", "WriteManagedRepo", "WriteOwned",
+                    "WriteScriptRepo")
+
+
+def _privileges() -> list:
+    """The AdminPrivilege enumeration's rows (ids in their own table's order)."""
+    out = []
+    for i, name in enumerate(ADMIN_PRIVILEGES, 1):
+        p = omero.model.AdminPrivilegeI()
+        p.setId(omero.rtypes.rlong(i))
+        p.setValue(omero.rtypes.rstring(name))
+        out.append(p)
+    return out
 
 
 @implements(omero.api.IAdmin)
@@ -28,7 +49,7 @@ class AdminService(Servant):
         ec.groupId = s.group_id
         ec.groupName = unwrap(g.name)
         ec.isAdmin = s.is_admin()
-        ec.adminPrivileges = []
+        ec.adminPrivileges = list(ADMIN_PRIVILEGES) if s.is_admin() else []
         ec.eventId = -1
         ec.eventType = "User"
         ec.memberOfGroups = list(s.user._member_of)
@@ -53,6 +74,47 @@ class AdminService(Servant):
 
     def getExperimenter(self, eid, current):
         return shallow(self.load("Experimenter", eid))
+
+    def _query(self, hql: str, params=None) -> list:
+        """A query of AdminImpl's, run as IQuery would (users and groups are visible to
+        everyone)."""
+        return Runner(self.db, self.visible, self.session.user_id,
+                      self.session.is_admin()).run(hql, params)
+
+    # omero-server src/main/java/ome/logic/AdminImpl.java: these are its queries
+    def lookupExperimenters(self, current):
+        return self._query("select distinct e from Experimenter e "
+                           "left outer join fetch e.groupExperimenterMap m "
+                           "left outer join fetch m.parent g")
+
+    def lookupGroups(self, current):
+        return self._query("select distinct g from ExperimenterGroup g "
+                           "left outer join fetch g.groupExperimenterMap m "
+                           "left outer join fetch m.child u "
+                           "left outer join fetch u.groupExperimenterMap m2 "
+                           "left outer join fetch m2.parent")
+
+    def containedExperimenters(self, gid, current):
+        return self._query("select distinct e from Experimenter as e "
+                           "join fetch e.groupExperimenterMap as map "
+                           "join fetch map.parent g "
+                           "where e.id in (select m.child from GroupExperimenterMap m "
+                           "where m.parent.id = :id )", omero.sys.ParametersI().addId(gid))
+
+    def containedGroups(self, eid, current):
+        return self._query("select distinct g from ExperimenterGroup as g "
+                           "join fetch g.groupExperimenterMap as map "
+                           "join fetch map.child e "
+                           "where g.id in (select m.parent from GroupExperimenterMap m "
+                           "where m.child.id = :id )", omero.sys.ParametersI().addId(eid))
+
+    def getCurrentAdminPrivileges(self, current):
+        # AdminImpl.getCurrentAdminPrivileges (getAdminPrivileges: none outside system)
+        return _privileges() if self.session.is_admin() else []
+
+    def getAdminPrivileges(self, user, current):
+        e = self.load("Experimenter", unwrap(user.id))
+        return _privileges() if 0 in e._member_of else []
 
     def getMemberOfGroupIds(self, exp, current):
         return list(self.load("Experimenter", unwrap(exp.id))._member_of)
@@ -79,24 +141,51 @@ class AdminService(Servant):
         self._admin()
         ids = [unwrap(default.id)] + [unwrap(g.id) for g in groups if unwrap(g.id) !=
                                       unwrap(default.id)] + [1]
-        return unwrap(self.db.add_user(unwrap(user.omeName), unwrap(password), ids).id)
+        e = self.db.add_user(unwrap(user.omeName), unwrap(password), ids)
+        # the names and e-mail the caller gave (omero-server ome/logic/AdminImpl.java
+        # createExperimenterWithPassword saves the Experimenter it was sent)
+        for attr in ("firstName", "middleName", "lastName", "email", "institution"):
+            value = getattr(user, "_" + attr, None)
+            if unwrap(value) is not None:
+                setattr(e, "_" + attr, value)
+        return unwrap(e.id)
 
     def addGroups(self, user, groups, current):
         self._admin()
-        member = self.load("Experimenter", unwrap(user.id))._member_of
-        member += [unwrap(g.id) for g in groups if unwrap(g.id) not in member]
+        e = self.load("Experimenter", unwrap(user.id))
+        for g in groups:
+            self.db.add_membership(e, unwrap(g.id))
+
+
+#: What the double says it is, as ``omero.version`` (a real server's reads like
+#: "5.6.11-ice36"; OMERO.web's connector.py check_version compares its major.minor).
+OMERO_VERSION = "5.6.0-double"
 
 
 @implements(omero.api.IConfig)
 class ConfigService(Servant):
+    def _values(self) -> dict[str, str]:
+        values = dict(self.server.config)
+        values["omero.version"] = OMERO_VERSION
+        if self.server.insecure_port:
+            values["omero.router.insecure"] = (
+                f"OMERO.Glacier2/router:tcp -p {self.server.insecure_port} -h @omero.host@")
+        return values
+
     def getConfigValue(self, key, current):
-        if key == "omero.router.insecure" and self.server.insecure_port:
-            return (f"OMERO.Glacier2/router:tcp -p {self.server.insecure_port} "
-                    "-h @omero.host@")
-        return self.server.config.get(key, "")
+        # omero-server src/main/java/ome/logic/ConfigImpl.java getConfigValue: an unset
+        # key reads as ""
+        return self._values().get(key, "")
+
+    def getConfigValues(self, regex, current):
+        # ConfigImpl.getConfigValues: the keys the pattern finds (re.search, as find())
+        pattern = re.compile(regex or "$^")
+        return {k: v for k, v in self._values().items() if pattern.search(k)}
 
     def getVersion(self, current):
-        return "5.6.0-double"
+        # ConfigImpl.getVersion: omero.version matched by IConfig.VERSION_REGEX (omero-common
+        # src/main/java/ome/api/IConfig.java), group 1
+        return re.match(r"^.*?[-]?(\d+[.]\d+([.]\d+)?)[-]?.*?$", OMERO_VERSION).group(1)
 
     def getClientConfigValues(self, current):
         return {}

@@ -15,12 +15,17 @@ from omero.rtypes import unwrap
 
 from ._base import SessionState, implements
 from .admin import AdminService, ConfigService, SessionService
+from .container import ContainerService
 from .delete import Handle
 from .files import RawFileStore
+from .metadata import MetadataService
 from .model import proxy
 from .pixels import PixelsService, RawPixelsStore, RenderingSettings, ThumbnailStore
 from .query import QueryService
+from .rendering import RenderingEngine
+from .scripts import ScriptService
 from .tables import SharedResources
+from .types import TypesService
 from .update import UpdateService
 
 if TYPE_CHECKING:
@@ -68,6 +73,18 @@ class ServiceFactory:
     def getQueryService(self, current=None):
         return self._service("IQuery", QueryService, omero.api.IQueryPrx)
 
+    def getContainerService(self, current=None):
+        return self._service("IContainer", ContainerService, omero.api.IContainerPrx)
+
+    def getMetadataService(self, current=None):
+        return self._service("IMetadata", MetadataService, omero.api.IMetadataPrx)
+
+    def getScriptService(self, current=None):
+        return self._service("IScript", ScriptService, omero.api.IScriptPrx)
+
+    def getTypesService(self, current=None):
+        return self._service("ITypes", TypesService, omero.api.ITypesPrx)
+
     def getUpdateService(self, current=None):
         return self._service("IUpdate", UpdateService, omero.api.IUpdatePrx)
 
@@ -90,6 +107,10 @@ class ServiceFactory:
 
     def createRawFileStore(self, current=None):
         return self._service("RawFileStore", RawFileStore, omero.api.RawFileStorePrx, True)
+
+    def createRenderingEngine(self, current=None):
+        return self._service("RenderingEngine", RenderingEngine, omero.api.RenderingEnginePrx,
+                             True)
 
     def createThumbnailStore(self, current=None):
         return self._service("ThumbnailStore", ThumbnailStore, omero.api.ThumbnailStorePrx,

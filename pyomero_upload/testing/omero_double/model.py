@@ -54,6 +54,25 @@ COLLECTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("Image", "pixels"): ("Pixels", "image"),
     ("Pixels", "channels"): ("Channel", "pixels"),
     ("Pixels", "planeInfo"): ("PlaneInfo", "pixels"),
+    # Memberships: one GroupExperimenterMap row per (group, user), the user's default
+    # group first (omero-model mappings: ExperimenterGroup.groupExperimenterMap,
+    # Experimenter.groupExperimenterMap, an ordered list on the child side).
+    ("Experimenter", "groupExperimenterMap"): ("GroupExperimenterMap", "child"),
+    ("ExperimenterGroup", "groupExperimenterMap"): ("GroupExperimenterMap", "parent"),
+    # Collections clients join that the double never fills (no such rows here), so a
+    # join on them finds nothing instead of failing.
+    ("Pixels", "thumbnails"): ("Thumbnail", "pixels"),
+    ("Pixels", "settings"): ("RenderingDef", "pixels"),
+    ("Image", "rois"): ("Roi", "image"),
+    ("Roi", "shapes"): ("Shape", "roi"),
+    ("Image", "wellSamples"): ("WellSample", "image"),
+    ("Fileset", "images"): ("Image", "fileset"),
+    ("Fileset", "usedFiles"): ("FilesetEntry", "fileset"),
+    ("Screen", "plateLinks"): ("ScreenPlateLink", "parent"),
+    ("Plate", "screenLinks"): ("ScreenPlateLink", "child"),
+    ("Plate", "wells"): ("Well", "plate"),
+    ("Plate", "plateAcquisitions"): ("PlateAcquisition", "plate"),
+    ("Well", "wellSamples"): ("WellSample", "well"),
 }
 
 PRIVATE, READ_ANNOTATE = "rw----", "rwra--"
@@ -200,11 +219,18 @@ class Database:
         self.files: dict[int, bytearray] = {}
         self.tables: dict[int, TableData] = {}
         self.rendering: set[tuple[int, int]] = set()  # (pixels id, user id) with settings
+        #: Settings saved through a RenderingEngine (absent: OMERO's defaults), and the
+        #: RenderingDef ids (a sequence of their own) of each (pixels id, user id).
+        self.rendering_defs: dict[tuple[int, int], dict[str, Any]] = {}
+        self.rendering_def_ids: dict[tuple[int, int], int] = {}
+        self.rendering_def_seq = itertools.count(1)
         self.passwords: dict[str, str] = {}
         #: Experimenter ids for whom an empty stored password accepts any password
         #: (omero-server ome/security/auth/PasswordUtil.java isPasswordRequired: false
         #: for the guest user).
         self.users_without_password: set[int] = set()
+        #: GroupExperimenterMap ids: a sequence of their own, as every OMERO table has.
+        self.membership_ids = itertools.count(1)
         for kind, values in ENUMS.items():
             for value in values:
                 obj = model_class(kind)()
@@ -249,8 +275,22 @@ class Database:
         e.setLdap(omero.rtypes.rbool(False))
         self._insert_system(e, oid)
         self.passwords[name] = password
-        e._member_of = list(groups)
+        e._member_of = []
+        for gid in groups:
+            self.add_membership(e, gid)
         return e
+
+    def add_membership(self, user: Any, gid: int) -> None:
+        """Make ``user`` a member of group ``gid``: ``_member_of`` (what sessions read)
+        and the GroupExperimenterMap row queries join (``obj.groupExperimenterMap``)."""
+        if gid in user._member_of:
+            return
+        user._member_of.append(gid)
+        link = M.GroupExperimenterMapI()
+        link.setParent(M.ExperimenterGroupI(gid, False))
+        link.setChild(M.ExperimenterI(unwrap(user.id), False))
+        link.setOwner(omero.rtypes.rbool(False))
+        self._insert_system(link, next(self.membership_ids))
 
     def password_ok(self, user: Any, password: str) -> bool:
         """omero-server src/main/java/ome/security/auth/ConfigurablePasswordProvider.java
@@ -310,9 +350,18 @@ class Database:
     def snapshot(self) -> dict[str, Any]:
         """JSON-able dump of every object, pixels and table (the ``--state`` file)."""
         objs = []
+        # one pass over the rows for every object's annotation links (not one per object)
+        annotations = {unwrap(o.id): o for o in self.objects.values()
+                       if isinstance(o, M.Annotation)}
+        links: dict[tuple[str, int], list[Any]] = {}
+        for (kind, _), li in self.objects.items():
+            parent = getattr(li, "_parent", None)
+            if kind.endswith("AnnotationLink") and parent is not None:
+                links.setdefault((kind[:-len("AnnotationLink")], unwrap(parent.id)),
+                                 []).append(li)
         for (kind, oid), o in sorted(self.objects.items(), key=lambda kv: kv[0][1]):
-            if kind in ENUMS or kind == "Event":
-                continue
+            if kind in ENUMS or kind in ("Event", "GroupExperimenterMap"):
+                continue  # bookkeeping rows (memberships are in each user's member_of)
             entry: dict[str, Any] = {
                 "class": kind, "id": oid,
                 "owner": unwrap(o.details.owner.id), "group": unwrap(o.details.group.id),
@@ -321,13 +370,14 @@ class Database:
                 "fields": {k: plain(v) for k, v in fields(o).items() if v is not None},
             }
             if hasattr(o, "_annotationLinksSeq"):
-                links = self.children(o, "annotationLinks")
+                mine = sorted((li for li in links.get((kind, oid), [])
+                               if getattr(M, kind + "AnnotationLinkI", None) is not None),
+                              key=lambda li: unwrap(li.id))
                 entry["annotations"] = [
                     {"link": unwrap(li.id), "id": unwrap(li.child.id),
-                     "class": kind_of(self.get("Annotation", unwrap(li.child.id))),
-                     "ns": unwrap(getattr(self.get("Annotation", unwrap(li.child.id)),
-                                          "_ns", None))}
-                    for li in links]
+                     "class": kind_of(annotations.get(unwrap(li.child.id))),
+                     "ns": unwrap(getattr(annotations.get(unwrap(li.child.id)), "_ns", None))}
+                    for li in mine]
             objs.append(entry)
         pixels = {
             str(pid): {"size": [d.size_x, d.size_y, d.size_z, d.size_c, d.size_t],

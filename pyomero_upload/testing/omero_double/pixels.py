@@ -59,7 +59,21 @@ class PixelsService(Servant):
         return rlong(unwrap(saved[0].id))
 
     def setChannelGlobalMinMax(self, pid, c, lo, hi, current):
-        self.load("Pixels", pid)
+        # omero-server src/main/java/ome/logic/PixelsImpl.java setChannelGlobalMinMax:
+        # the channel's StatsInfo (a new one if it has none) takes the global min and
+        # max, and the channel is saved (OMERO.web's channel windows read them)
+        px = self.load("Pixels", pid)
+        channels = self.db.children(px, "channels")
+        if not 0 <= c < len(channels):
+            raise omero.ApiUsageException(message=f"no channel {c} in pixels {pid}")
+        channel = shallow(channels[c])
+        ref = getattr(channels[c], "_statsInfo", None)
+        stored = self.db.get("StatsInfo", unwrap(ref.id)) if ref is not None else None
+        stats = shallow(stored) if stored is not None else M.StatsInfoI()
+        stats.setGlobalMin(omero.rtypes.rdouble(lo))
+        stats.setGlobalMax(omero.rtypes.rdouble(hi))
+        channel.setStatsInfo(stats)
+        save_graph(self, [channel])
 
     def retrievePixDescription(self, pid, current):
         q = ("select p from Pixels p join fetch p.pixelsType join fetch p.channels c "
@@ -93,6 +107,7 @@ class RenderingSettings(Servant):
                 if d is not None and d.pyramid else "Import in progress.",
                 backOff=15000, seconds=0)
         self.db.rendering.add((pid, self.session.user_id))
+        self.db.rendering_defs.pop((pid, self.session.user_id), None)  # back to defaults
 
     def resetDefaultsInSet(self, kind, ids, current):
         done = []
