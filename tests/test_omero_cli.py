@@ -106,7 +106,9 @@ def test_download_gives_the_attached_file_back(double, uploaded, demo, tmp_path,
 
 
 def test_an_unserved_command_names_what_is_missing(double, uploaded, tmp_path, monkeypatch):
-    """`omero group list` needs IAdmin.lookupGroups, which the double lacks: the error
-    names it (an ApiUsageException), not an internal failure of the double."""
-    with pytest.raises(omero.ApiUsageException, match="lookupGroups is not implemented"):
-        cli(double, tmp_path, monkeypatch, "group", "list")
+    """`omero search` needs the search service (Lucene on a real server), which the
+    double lacks: the error names it (an ApiUsageException), not an internal failure
+    of the double."""
+    with pytest.raises(omero.ApiUsageException,
+                       match="createSearchService is not implemented"):
+        cli(double, tmp_path, monkeypatch, "search", "Image", "pos001")
