@@ -141,6 +141,17 @@ def _add_metadata_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _naming_rule(args: argparse.Namespace) -> NamingRule:
+    """The --position-pattern/--plane-pattern rule, checked (a bad pattern: one line)."""
+    try:
+        rule = NamingRule(args.position_pattern, args.plane_pattern)
+        rule.plane_regex()
+        rule.position_regex()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return rule
+
+
 def _check_parser_options(args: argparse.Namespace) -> None:
     if args.custom_metadata_parser and args.module_path is None:
         raise UsageError("--custom-metadata-parser needs --module-path DIR")
@@ -161,12 +172,7 @@ def _discover_with_metadata(
     from .experiment import open_experiment
 
     _check_parser_options(args)
-    try:
-        rule = NamingRule(args.position_pattern, args.plane_pattern)
-        rule.plane_regex()
-        rule.position_regex()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    rule = _naming_rule(args)
     exp, metadata = open_experiment(
         args.data,
         parser=args.parser,
@@ -435,12 +441,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise UsageError("--ngff-version applies to --to ome-zarr only")
     if not zarr and args.compression == "lz4":
         raise UsageError("--compression lz4 applies to --to ome-zarr only")
-    try:
-        rule = NamingRule(args.position_pattern, args.plane_pattern)
-        rule.plane_regex()
-        rule.position_regex()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    rule = _naming_rule(args)
     open_kwargs = {
         "parser": args.parser,
         "module_path": args.module_path if args.custom_metadata_parser else None,

@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._process import stop
+
 __all__ = ["WebHandle", "running_web", "write_config"]
 
 
@@ -132,13 +134,7 @@ def running_web(tmp_dir: str | os.PathLike, server_host: str, server_port: int,
             time.sleep(0.3)
         yield WebHandle(url, omerodir, proc)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         out.close()
 
 

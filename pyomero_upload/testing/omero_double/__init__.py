@@ -87,6 +87,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._process import stop
+
 __all__ = ["DoubleHandle", "free_port", "running_double"]
 
 
@@ -161,13 +163,7 @@ def running_double(tmp_dir: str | os.PathLike, host: str = "127.0.0.1", port: in
             raise RuntimeError(f"the OMERO double did not start: {line!r}; see {log.name}")
         yield DoubleHandle(host, port, insecure_port, user, password, state, proc)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         log.close()
 
 
