@@ -258,7 +258,12 @@ def main() -> int:
     print(f"  NGFF 0.4: {n_big / v04.seconds:.0f} planes/s, peak RSS {v04.peak_rss_mb:.0f} MB")
     peers: dict[str, list[Run]] = {}
     missing: dict[str, str] = {}
+    lean: Run | None = None
     if not args.no_peers:
+        # like for like: the peers read no metadata and write no metadata/ folder
+        lean = run_export(big, out, "--ignore-metadata")
+        print(f"  OME-Zarr export --ignore-metadata: {n_big / lean.seconds:.0f} planes/s, "
+              f"peak RSS {lean.peak_rss_mb:.0f} MB; {load()}")
         from zarr_peers import PEERS
 
         for peer in PEERS:
@@ -336,13 +341,13 @@ def main() -> int:
           f"{v04.files} (one per plane and {meta_04:.0f} metadata files per store), "
           f"{v04.nbytes / 1e9:.2f} GB")
     if peers or missing:
-        report_peers(peers, missing, n_big, nbytes_big, exp_run, rss_big)
+        report_peers(peers, missing, n_big, nbytes_big, exp_run, rss_big, lean)
     print(f"finished: {load()}")
     return 0
 
 
 def report_peers(peers: dict[str, list[Run]], missing: dict[str, str], n: int, nbytes: int,
-                 ours: Run, our_rss: float) -> None:
+                 ours: Run, our_rss: float, lean: Run | None) -> None:
     """The peers' figures beside ours, and the three targets against them."""
     print()
     print(f"other NGFF writers on the same {n} planes (whole command each, best of its runs):")
@@ -369,6 +374,11 @@ def report_peers(peers: dict[str, list[Run]], missing: dict[str, str], n: int, n
     print(f"OME-Zarr export peak RSS vs the leanest peer ({leanest}, {leanest_rss:.0f} MB): "
           f"{our_rss:.0f} MB, {mem:.2f}x (target <= {TARGET_RSS_VS_PEERS}x) "
           f"{verdict(mem <= TARGET_RSS_VS_PEERS)}")
+    if lean is not None:
+        print(f"  like for like (--ignore-metadata: no metadata read, no metadata/ folder, whose "
+              f"pandas and PyTables the peers do not load): {n / lean.seconds:.0f} planes/s, "
+              f"peak RSS {lean.peak_rss_mb:.0f} MB ({lean.peak_rss_mb / leanest_rss:.2f}x the "
+              f"leanest peer's)")
     print(f"OME-Zarr export files vs the fewest of a peer ({fewest}, {best[fewest].files}): "
           f"{ours.files} (target: no more) {verdict(ours.files <= best[fewest].files)}")
 
