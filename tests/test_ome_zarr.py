@@ -2,7 +2,7 @@
 
 Every store is validated against the specification by two independent
 validators (ome-zarr-models and yaozarrs) and read back through plain zarr,
-ome-zarr-py and bioio-ome-zarr: every plane must equal its source file
+ome-zarr-py, bioio-ome-zarr and ngff-zarr: every plane must equal its source file
 (decoded by imagecodecs/tifffile alone).  The metadata (axes, units, scales,
 channels, the OME-XML beside the image) is checked against what the
 experiment says, and against the OME-TIFF export of the same data.
@@ -111,11 +111,22 @@ def read_bioio(store: Path):
     return BioImage(store, reader=bioio_ome_zarr.Reader)
 
 
+def read_ngff_zarr(store: Path):
+    """The full resolution, as ngff-zarr reads the store (its NgffImage)."""
+    import ngff_zarr
+
+    return ngff_zarr.from_ngff_zarr(str(store)).images[0]
+
+
 def check_store(store: Path, expected: np.ndarray, version: str) -> None:
-    """Valid, and every plane equal to ``expected`` through zarr, ome-zarr-py and bioio."""
+    """Valid, and every plane equal to ``expected`` through zarr, ome-zarr-py, bioio
+    and ngff-zarr."""
     validate(store, version)
     np.testing.assert_array_equal(read_zarr(store), expected)
     np.testing.assert_array_equal(read_ome_zarr_py(store)[0], expected)
+    image = read_ngff_zarr(store)
+    assert tuple(image.dims) == ("t", "c", "z", "y", "x")
+    np.testing.assert_array_equal(np.asarray(image.data), expected)
     img = read_bioio(store)
     data = img.get_image_dask_data("TCZYX").compute()
     assert data.dtype == expected.dtype
