@@ -368,6 +368,11 @@ def report_peers(peers: dict[str, list[Run]], missing: dict[str, str], n: int, n
     fewest = min(best, key=lambda p: best[p].files)
     speed = ours_rate * best[fastest].seconds / n
     mem = our_rss / leanest_rss
+    thriftiest = min(best, key=lambda p: best[p].cpu_seconds)
+    print(f"CPU (steadier than wall time on a shared machine): OME-Zarr export "
+          f"{ours.cpu_seconds:.1f} CPU-s, the thriftiest peer ({thriftiest}) "
+          f"{best[thriftiest].cpu_seconds:.1f} CPU-s: "
+          f"{best[thriftiest].cpu_seconds / ours.cpu_seconds:.2f}x fewer")
     print(f"OME-Zarr export vs the fastest peer ({fastest}, {n / best[fastest].seconds:.0f} "
           f"planes/s): {ours_rate:.0f} planes/s, {speed:.2f}x (target >= {TARGET_VS_PEERS}x) "
           f"{verdict(speed >= TARGET_VS_PEERS)}")
