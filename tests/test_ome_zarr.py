@@ -504,3 +504,21 @@ def test_windows_ignore_nan_and_infinity():
     assert value_range(plane) == (-1.0, 2.5)
     assert value_range(np.full((2, 2), np.nan, np.float32)) == (0.0, 0.0)
     assert value_range(np.array([[3, 7]], np.uint16)) == (3.0, 7.0)
+
+
+def test_verbose_export_prints_its_profile(demo, tmp_path, capsys):
+    assert main(["-v", "export", str(demo), "-o", str(tmp_path), "--format", "ome-zarr"]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "profile:" in ln]
+    assert len(lines) == 1 and lines[0].startswith("DEBUG: profile: ")
+    for stage in ("decode", "measure", "compress", "writing thread", "waiting for planes"):
+        assert stage in lines[0]
+
+
+def test_writer_and_its_profile_pickle_for_dask_workers():
+    import pickle
+
+    from pyomero_upload.export.ome_zarr_writer import OmeZarrWriter, StoreFormat
+
+    writer = pickle.loads(pickle.dumps(OmeZarrWriter(StoreFormat("0.4", "lz4"))))
+    writer.profile.add_plane(0.1, 0.0, 0.1)
+    assert writer.fmt == StoreFormat("0.4", "lz4") and writer.profile.planes == 1

@@ -180,6 +180,14 @@ class Profile:
         self.start_cpu = _process_cpu()
         self.start = time.perf_counter()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The writer goes to Dask workers with its profile: a lock does not pickle.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def add_plane(self, decode: float, measure: float, compress: float) -> None:
         with self._lock:
             self.cpu["decode"] += decode
