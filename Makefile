@@ -30,7 +30,7 @@ EXTRA_CA_CERT ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 DOCKER_BUILD_ARGS ?=
 DOCKER_BUILD := docker/scripts/docker-build.sh
 
-.PHONY: help install install-test ice-wheel install-omero bioformats demo test lint bench clean root-image build-all test-images test-omero test-all
+.PHONY: help install install-test ice-wheel install-omero install-bench bioformats demo test lint bench clean root-image build-all test-images test-omero test-all
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/%.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,10 @@ $(BIN)/.installed-omero: $(BIN)/.installed-test
 	$(BIN)/python -m pip install --quiet --find-links $(ICE_WHEEL_DIR) -e '.[omero,test,web]'
 	touch $@
 
+$(BIN)/.installed-bench: $(BIN)/.installed-omero
+	$(BIN)/python -m pip install --quiet --find-links $(ICE_WHEEL_DIR) -e '.[omero,test,web,bench]'
+	touch $@
+
 install: $(BIN)/.installed ## Create .venv and install the package alone (what `make demo` needs)
 
 install-test: $(BIN)/.installed-test ## Add the test and lint tools (the `test` extra)
@@ -59,6 +63,8 @@ ice-wheel: install ## Build the zeroc-ice 3.6.5 wheel for .venv's Python once (c
 	PYTHON=$(BIN)/python docker/scripts/build-ice-wheel.sh $(ICE_WHEEL_DIR)
 
 install-omero: $(BIN)/.installed-omero ## Add omero-py, and omero-web and ezomero for tests (the Ice wheel is built once, ~10 min, then cached)
+
+install-bench: $(BIN)/.installed-bench ## Add the other NGFF writers bench_zarr.py compares with (the `bench` extra)
 
 demo: install ## Make a synthetic experiment, show its plan and export it as OME-TIFF (no server)
 	rm -rf $(DEMO_DIR) $(DEMO_OUT)
@@ -86,7 +92,7 @@ lint: install-test ## ruff, mypy; shellcheck (Debian's) and hadolint; committed 
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(i)/Dockerfile)
 	$(BIN)/python notebooks/check_no_outputs.py
 
-bench: install-omero bioformats ## Benchmarks: start-up; export vs the decode limit and Bio-Formats; upload; on Dask; watch passes
+bench: install-bench bioformats ## Benchmarks: start-up; export vs the decode limit and Bio-Formats; upload; on Dask; watch passes
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_zarr.py $(BENCH_ARGS)

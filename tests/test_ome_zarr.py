@@ -2,7 +2,7 @@
 
 Every store is validated against the specification by two independent
 validators (ome-zarr-models and yaozarrs) and read back through plain zarr,
-ome-zarr-py and bioio-ome-zarr: every plane must equal its source file
+ome-zarr-py, bioio-ome-zarr and ngff-zarr: every plane must equal its source file
 (decoded by imagecodecs/tifffile alone).  The metadata (axes, units, scales,
 channels, the OME-XML beside the image) is checked against what the
 experiment says, and against the OME-TIFF export of the same data.
@@ -111,11 +111,22 @@ def read_bioio(store: Path):
     return BioImage(store, reader=bioio_ome_zarr.Reader)
 
 
+def read_ngff_zarr(store: Path):
+    """The full resolution, as ngff-zarr reads the store (its NgffImage)."""
+    import ngff_zarr
+
+    return ngff_zarr.from_ngff_zarr(str(store)).images[0]
+
+
 def check_store(store: Path, expected: np.ndarray, version: str) -> None:
-    """Valid, and every plane equal to ``expected`` through zarr, ome-zarr-py and bioio."""
+    """Valid, and every plane equal to ``expected`` through zarr, ome-zarr-py, bioio
+    and ngff-zarr."""
     validate(store, version)
     np.testing.assert_array_equal(read_zarr(store), expected)
     np.testing.assert_array_equal(read_ome_zarr_py(store)[0], expected)
+    image = read_ngff_zarr(store)
+    assert tuple(image.dims) == ("t", "c", "z", "y", "x")
+    np.testing.assert_array_equal(np.asarray(image.data), expected)
     img = read_bioio(store)
     data = img.get_image_dask_data("TCZYX").compute()
     assert data.dtype == expected.dtype
@@ -493,3 +504,21 @@ def test_windows_ignore_nan_and_infinity():
     assert value_range(plane) == (-1.0, 2.5)
     assert value_range(np.full((2, 2), np.nan, np.float32)) == (0.0, 0.0)
     assert value_range(np.array([[3, 7]], np.uint16)) == (3.0, 7.0)
+
+
+def test_verbose_export_prints_its_profile(demo, tmp_path, capsys):
+    assert main(["-v", "export", str(demo), "-o", str(tmp_path), "--format", "ome-zarr"]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "profile:" in ln]
+    assert len(lines) == 1 and lines[0].startswith("DEBUG: profile: ")
+    for stage in ("decode", "measure", "compress", "writing thread", "waiting for planes"):
+        assert stage in lines[0]
+
+
+def test_writer_and_its_profile_pickle_for_dask_workers():
+    import pickle
+
+    from pyomero_upload.export.ome_zarr_writer import OmeZarrWriter, StoreFormat
+
+    writer = pickle.loads(pickle.dumps(OmeZarrWriter(StoreFormat("0.4", "lz4"))))
+    writer.profile.add_plane(0.1, 0.0, 0.1)
+    assert writer.fmt == StoreFormat("0.4", "lz4") and writer.profile.planes == 1

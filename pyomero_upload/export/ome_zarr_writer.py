@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import struct
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +63,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..engine import Engine
+
+log = logging.getLogger(__name__)
 
 ZARR_SUFFIX = ".ome.zarr"
 NGFF_VERSIONS = ("0.5", "0.4")
@@ -147,6 +152,76 @@ class StoreFormat:
                      blocksize=BLOSC_BLOCKSIZE)
 
 
+# --- where the time goes ------------------------------------------------------------
+
+
+class Profile:
+    """Where an export's time goes, stage by stage; cheap enough to leave on.
+
+    The decode threads add their own CPU time per plane (``time.thread_time``:
+    a clock read a stage, one lock a plane) for decoding (read and decode),
+    measuring (min and max) and compressing; the writing thread adds, per
+    store, its CPU time writing chunks and shard indexes, and the metadata
+    (zarr.json, OME-XML, rename), and its wall time waiting for planes.
+    :meth:`line` sums it up beside the process's own CPU time ("everything
+    else": start-up, the ``metadata/`` folder's thread, describing each
+    image, handing planes between threads).
+    """
+
+    STAGES = ("decode", "measure", "compress")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.cpu = dict.fromkeys(self.STAGES, 0.0)
+        self.planes = 0
+        self.write_cpu = 0.0
+        self.metadata_cpu = 0.0
+        self.wait = 0.0
+        self.start_cpu = _process_cpu()
+        self.start = time.perf_counter()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The writer goes to Dask workers with its profile: a lock does not pickle.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def add_plane(self, decode: float, measure: float, compress: float) -> None:
+        with self._lock:
+            self.cpu["decode"] += decode
+            self.cpu["measure"] += measure
+            self.cpu["compress"] += compress
+            self.planes += 1
+
+    def add_store(self, write: float, metadata: float, wait: float) -> None:
+        """The writing thread's CPU time for one store's chunks and its metadata
+        (zarr.json, OME-XML, rename), and its wall time waiting for planes."""
+        self.write_cpu += write
+        self.metadata_cpu += metadata
+        self.wait += wait
+
+    def line(self) -> str:
+        """One line: each stage's CPU-seconds and ms a plane; the writing thread's share."""
+        n = max(self.planes, 1)
+        wall = time.perf_counter() - self.start
+        total = _process_cpu() - self.start_cpu
+        stages = ", ".join(f"{k} {v:.1f} CPU-s ({v / n * 1e3:.2f} ms a plane)"
+                           for k, v in self.cpu.items())
+        other = total - sum(self.cpu.values()) - self.write_cpu - self.metadata_cpu
+        return (f"profile: {self.planes} planes in {wall:.1f} s, {total:.1f} CPU-s: {stages}; "
+                f"writing thread: chunks {self.write_cpu:.1f} CPU-s "
+                f"({self.write_cpu / n * 1e3:.2f} ms a plane), metadata "
+                f"{self.metadata_cpu:.1f} CPU-s, waiting for planes {self.wait:.1f} s; "
+                f"everything else {other:.1f} CPU-s")
+
+
+def _process_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 # --- decoding and compressing, in the worker threads ----------------------------
 
 
@@ -167,24 +242,37 @@ class PlaneEncoder:
     holds no state between calls.
     """
 
-    def __init__(self, levels: Sequence[Level], dtype: np.dtype, fmt: StoreFormat):
+    def __init__(self, levels: Sequence[Level], dtype: np.dtype, fmt: StoreFormat,
+                 profile: Profile | None = None):
         self.levels = list(levels)
         self.dtype = dtype
         self.codec = fmt.blosc(dtype.itemsize)
+        self.profile = profile
 
     def __call__(self, job: tuple[Position, Path | None]) -> EncodedPlane:
         position, path = job
-        return self.encode(position.read_plane(path))
+        return self.read(position, path)
 
-    def encode(self, plane: np.ndarray) -> EncodedPlane:
-        """Compress one decoded plane (full resolution) at every level."""
+    def read(self, position: Position, path: Path | None) -> EncodedPlane:
+        """Decode one of ``position``'s planes and compress it at every level."""
+        t0 = time.thread_time()
+        plane = position.read_plane(path)
+        return self.encode(plane, time.thread_time() - t0)
+
+    def encode(self, plane: np.ndarray, decoded: float = 0.0) -> EncodedPlane:
+        """Compress one decoded plane (full resolution) at every level; ``decoded``
+        is the CPU time its decoding took (for the profile)."""
+        t0 = time.thread_time()
         low, high = value_range(plane)
+        t1 = time.thread_time()
         nbytes = plane.nbytes
         chunks: list[list[bytes]] = []
         for k, level in enumerate(self.levels):
             if k:
                 plane = downsample(plane)
             chunks.append([self._encode(tile) for tile in _tiles(plane, level)])
+        if self.profile is not None:
+            self.profile.add_plane(decoded, t1 - t0, time.thread_time() - t1)
         return EncodedPlane(chunks, low, high, nbytes)
 
     def _encode(self, tile: np.ndarray) -> bytes:
@@ -483,14 +571,17 @@ def write_store(
     fmt: StoreFormat,
     *,
     on_plane: Callable[[int], None] | None = None,
+    profile: Profile | None = None,
 ) -> None:
     """Write one image's compressed planes (XYZCT order) as the store ``target``, atomically.
 
     Built as ``.<name>.XXXXXXXX.part`` in the same folder and renamed when
     complete (an existing ``target`` is replaced); on any error the
-    temporary is removed.
+    temporary is removed.  ``profile`` gets the writing thread's CPU time
+    for the chunks and its wall time waiting for planes.
     """
     _x, _y, size_z, size_c, size_t = spec.size
+    m0 = time.thread_time()
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
     behind = StreamedFiles()  # chunk files leave the page cache as they are written
     try:
@@ -498,12 +589,16 @@ def write_store(
         group = _create_arrays(tmp, spec, levels, fmt)
         windows = [(math.inf, -math.inf)] * size_c
         count = 0
+        waited = 0.0
+        w0 = time.thread_time()
         for t in range(size_t):
             writer = _TimepointWriter(tmp, levels, fmt, t, size_c, size_z, behind)
             try:
                 for c in range(size_c):
                     for z in range(size_z):
+                        n0 = time.perf_counter()
                         plane = next(planes, None)
+                        waited += time.perf_counter() - n0
                         if plane is None:
                             raise RuntimeError(
                                 f"{spec.name}: got {count} planes, expected {spec.n_planes}")
@@ -517,10 +612,15 @@ def write_store(
                 writer.abort()
                 raise
             writer.close()
+        w1 = time.thread_time()
         group.attrs.put(group_attributes(spec, levels, windows, fmt.ngff_version))
         (tmp / OME_XML_PATH).write_bytes(store_xml(spec))
         _replace_folder(tmp, target)
         behind.finish()
+        if profile is not None:
+            # thread_time does not run while the thread waits: no need to subtract it
+            profile.add_store(write=w1 - w0, metadata=(w0 - m0) + (time.thread_time() - w1),
+                              wait=waited)
     finally:
         behind.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -593,9 +693,13 @@ def export_ome_zarr(
 
     fmt = StoreFormat(ngff_version, compression)
     _require_zarr()
-    return run_export(exp, out, dataset, OmeZarrWriter(fmt, pyramid), metadata=metadata,
-                      provenance=provenance, workers=workers or default_workers(),
-                      overwrite=overwrite, on_plane=on_plane, engine=engine)
+    writer = OmeZarrWriter(fmt, pyramid)
+    result = run_export(exp, out, dataset, writer, metadata=metadata,
+                        provenance=provenance, workers=workers or default_workers(),
+                        overwrite=overwrite, on_plane=on_plane, engine=engine)
+    if writer.profile.planes:  # none with an engine: the planes were written elsewhere
+        log.debug("%s", writer.profile.line())
+    return result
 
 
 def _require_zarr() -> None:
@@ -620,6 +724,8 @@ class OmeZarrWriter(ImageWriter):
     def __init__(self, fmt: StoreFormat, pyramid: bool | None = None):
         self.fmt = fmt
         self.pyramid = pyramid
+        #: Where this export's time went (the planes written in this process).
+        self.profile = Profile()
 
     def fingerprint_options(self, provenance: bool) -> tuple[object, ...]:
         return ("ome-zarr", self.fmt.ngff_version, self.fmt.compression, self.pyramid,
@@ -636,13 +742,14 @@ class OmeZarrWriter(ImageWriter):
         shape, dtype = position.shape, position.dtype
         if shape is None or dtype is None:
             raise ValueError(f"{position.name}: discovered without probing")
-        encoder = PlaneEncoder(levels_for(shape, self.pyramid), dtype, self.fmt)
-        return lambda index, path: encoder.encode(position.read_plane(path))
+        encoder = PlaneEncoder(levels_for(shape, self.pyramid), dtype, self.fmt, self.profile)
+        return lambda index, path: encoder.read(position, path)
 
     def write(self, spec: ImageSpec, planes: Iterator[EncodedPlane], target: Path,
               on_plane: Callable[[int], None] | None) -> None:
         levels = levels_for(spec.plane_shape, self.pyramid)
-        write_store(spec, planes, target, levels, self.fmt, on_plane=on_plane)
+        write_store(spec, planes, target, levels, self.fmt, on_plane=on_plane,
+                    profile=self.profile)
 
 
 def count_files(store: Path) -> int:
