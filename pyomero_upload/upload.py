@@ -369,8 +369,7 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
     Call under the dataset's claim.
     """
     present = queries.annotations_of(conn, "Dataset", dataset_id)
-    ours = set(metadata.tables) if metadata else set()
-    ours |= {Path(p).name for p in (metadata.attachments if metadata else [])}
+    ours, kvps = _what_we_write(metadata)
     doomed = duplicate_annotations(present, ours)
     if doomed:
         log.info("removing %d duplicated dataset annotation(s): %s", len(doomed),
@@ -387,12 +386,12 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
             return
         listed = {int(x) for x in facts.get("Annotations", "").split(",") if x.isdigit()}
         # Ours but in no marker's list: what a run killed mid-replacement wrote.
-        kvps = [tuple(p) for p in metadata.kvps] if metadata else []
         leftovers = [a for a in present if a.id not in listed and a.id != marker.id
                      and _ours(a, ours, kvps)]
         if leftovers:
             containers.delete_annotations(conn, leftovers)
-        new_ids = _write_dataset_annotations(conn, dataset_id, exp, metadata, provenance, [])
+        new_ids = _write_dataset_annotations(conn, dataset_id, exp, metadata, provenance, [],
+                                             ours, kvps)
         _save_marker(conn, dataset_id, digest, new_ids)
         old = [a for a in present if a.id == marker.id
                or (a.id in listed and a.kind != "TagAnnotation")]
@@ -405,8 +404,18 @@ def annotate_dataset(conn: Connection, dataset_id: int, exp: Experiment,
         log.info("removing %d table file(s) an interrupted run left unannotated: %s",
                  len(orphans), ", ".join(map(str, orphans)))
         containers.delete_files(conn, orphans)
-    new_ids = _write_dataset_annotations(conn, dataset_id, exp, metadata, provenance, present)
+    new_ids = _write_dataset_annotations(conn, dataset_id, exp, metadata, provenance, present,
+                                         ours, kvps)
     _save_marker(conn, dataset_id, digest, new_ids)
+
+
+def _what_we_write(metadata: ExperimentMetadata | None
+                   ) -> tuple[set[str], list[tuple[str, ...]]]:
+    """The names of the tables and files this upload attaches, and its key-value pairs."""
+    if metadata is None:
+        return set(), []
+    names = set(metadata.tables) | {Path(p).name for p in metadata.attachments}
+    return names, [tuple(p) for p in metadata.kvps]
 
 
 def _ours(ann: queries.AnnotationInfo, file_names: set[str],
@@ -421,12 +430,10 @@ def _ours(ann: queries.AnnotationInfo, file_names: set[str],
 
 def _write_dataset_annotations(conn: Connection, dataset_id: int, exp: Experiment,
                                metadata: ExperimentMetadata | None, provenance: bool,
-                               present: list[queries.AnnotationInfo]) -> list[int]:
+                               present: list[queries.AnnotationInfo], names: set[str],
+                               kvps: list[tuple[str, ...]]) -> list[int]:
     """Write what is not in ``present``; return the ids of ours now on the dataset
-    (tags excluded: they are shared)."""
-    kvps = [tuple(p) for p in metadata.kvps] if metadata else []
-    names = set(metadata.tables) if metadata else set()
-    names |= {Path(p).name for p in (metadata.attachments if metadata else [])}
+    (tags excluded: they are shared).  ``names`` and ``kvps``: :func:`_what_we_write`."""
     kept = [a.id for a in present if _ours(a, names, kvps)]
     namespaces = {a.ns for a in present if a.kind == "MapAnnotation"}
     files = {a.text for a in present if a.kind == "FileAnnotation"}
