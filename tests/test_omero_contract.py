@@ -1465,30 +1465,20 @@ def test_an_image_deleted_while_it_is_written_is_named(double, alice, demo, read
     """Another client deletes pos002 while this run sends its pixels: the run stops with
     one line naming the image and the cause, not the server's words; the re-run
     finishes with one complete, pixel-exact image per position."""
-    real_init, real_add = pixels.PixelWriter.__init__, pixels.PixelWriter.add
-    writers: list[int] = []  # the pixels ids written, in order
     deleted: list[int] = []
 
-    def init(self, conn, pixels_id, *args, **kw):
-        writers.append(pixels_id)
-        real_init(self, conn, pixels_id, *args, **kw)
+    def delete(writer):
+        (pix,) = reader.all("select p from Pixels p where p.id = :pid", pid=writer.pixels_id)
+        deleted.append(pix.image.id.val)
+        reader.client.submit(omero.cmd.Delete2(targetObjects={"Image": deleted}),
+                             loops=120, ms=500)
 
-    def add(self, plane):
-        if not deleted and len(writers) == 2:  # the second image's first plane
-            (pix,) = reader.all("select p from Pixels p where p.id = :pid", pid=self.pixels_id)
-            deleted.append(pix.image.id.val)
-            reader.client.submit(omero.cmd.Delete2(targetObjects={"Image": deleted}),
-                                 loops=120, ms=500)
-        return real_add(self, plane)
-
-    monkeypatch.setattr(pixels.PixelWriter, "__init__", init)
-    monkeypatch.setattr(pixels.PixelWriter, "add", add)
+    restore = _at_second_image(monkeypatch, delete)
     assert upload(double, alice, demo, "--workers", "1", dataset="deleted") != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert f"image {deleted[0]} (pos002) was deleted by another process" in err
-    monkeypatch.setattr(pixels.PixelWriter, "__init__", real_init)
-    monkeypatch.setattr(pixels.PixelWriter, "add", real_add)
+    restore()
     assert upload(double, alice, demo, dataset="deleted") == 0
     _, images = _dataset_images(reader, "deleted")
     assert sorted(unwrap(i.name) for i in images) == ["pos001", "pos002", "pos003"]
@@ -1515,29 +1505,18 @@ def test_a_server_killed_mid_upload_and_restarted_from_its_store(demo, tmp_path,
                     "OMERO_SESSION_KEY"):
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setattr(connection, "stored_session", lambda environ=None: None)
-        real_init, real_add = pixels.PixelWriter.__init__, pixels.PixelWriter.add
-        writers: list[int] = []
+        def restart(_writer):
+            first.process.kill()
+            first.process.wait()
+            handles.append(stack.enter_context(running_double(
+                where, port=first.port, insecure_port=first.insecure_port, store=True)))
 
-        def init(self, conn, pixels_id, *args, **kw):
-            writers.append(pixels_id)
-            real_init(self, conn, pixels_id, *args, **kw)
-
-        def add(self, plane):
-            if len(writers) == 2 and len(handles) == 1:  # the second image's first plane
-                first.process.kill()
-                first.process.wait()
-                handles.append(stack.enter_context(running_double(
-                    where, port=first.port, insecure_port=first.insecure_port, store=True)))
-            return real_add(self, plane)
-
-        monkeypatch.setattr(pixels.PixelWriter, "__init__", init)
-        monkeypatch.setattr(pixels.PixelWriter, "add", add)
+        restore = _at_second_image(monkeypatch, restart)
         assert upload(first, alice, demo, "--workers", "1", dataset="restarted") != 0
         err = capsys.readouterr().err.strip()
         assert len(handles) == 2 and len(err.splitlines()) == 1, err
         assert "run the same command again" in err
-        monkeypatch.setattr(pixels.PixelWriter, "__init__", real_init)
-        monkeypatch.setattr(pixels.PixelWriter, "add", real_add)
+        restore()
         r = Reader(handles[1], alice)
         try:
             _, kept = _dataset_images(r, "restarted")
@@ -1563,7 +1542,8 @@ def _through(proxy, double):
 
 
 def _at_second_image(monkeypatch, action):
-    """Run ``action`` once, as the second image's first plane is about to be sent."""
+    """Run ``action(writer)`` once, as the second image's first plane is about to be
+    sent; return what puts the PixelWriter back."""
     real_init, real_add = pixels.PixelWriter.__init__, pixels.PixelWriter.add
     writers: list[int] = []
     done: list[bool] = []
@@ -1575,7 +1555,7 @@ def _at_second_image(monkeypatch, action):
     def add(self, plane):
         if len(writers) == 2 and not done:
             done.append(True)
-            action()
+            action(self)
         return real_add(self, plane)
 
     monkeypatch.setattr(pixels.PixelWriter, "__init__", init)
@@ -1599,7 +1579,7 @@ def test_a_network_cut_mid_pixels_stops_with_one_line_and_the_rerun_repairs(
     from pyomero_upload.testing.netproxy import NetProxy
 
     with NetProxy(double.host, double.port) as proxy:
-        restore = _at_second_image(monkeypatch, proxy.drop)
+        restore = _at_second_image(monkeypatch, lambda _writer: proxy.drop())
         code = upload(_through(proxy, double), alice, demo, "--workers", "1", dataset="cut")
         err = capsys.readouterr().err.strip()
         restore()
@@ -1617,7 +1597,7 @@ def test_a_slow_network_and_a_stall_are_waited_out(double, alice, demo, reader, 
 
     with NetProxy(double.host, double.port) as proxy:
         proxy.delay(0.02)
-        restore = _at_second_image(monkeypatch, lambda: proxy.stall(8.0))
+        restore = _at_second_image(monkeypatch, lambda _writer: proxy.stall(8.0))
         started = time.monotonic()
         assert upload(_through(proxy, double), alice, demo, "--workers", "1",
                       dataset="slow") == 0
