@@ -145,6 +145,27 @@ def demo_stores(request, demo, tmp_path_factory) -> tuple[str, list[Path]]:
     return version, export(demo, out, "--ngff-version", version)
 
 
+def test_shards_of_several_timepoints_the_last_one_partial(tmp_path, monkeypatch):
+    """Where a position's pixels pass SHARD_BYTES, each shard holds as many whole
+    timepoints as fit and the last holds the rest; every reader reads every plane."""
+    from pyomero_upload.export import ome_zarr_writer
+
+    shape = (48, 64)
+    data = random_experiment(tmp_path / "exp", np.dtype(np.uint16), shape=shape,
+                             sizes=(2, 2, 5))
+    exp = discover(data)
+    per_t = 2 * 2 * shape[0] * shape[1] * 2  # C x Z planes of 16 bits
+    monkeypatch.setattr(ome_zarr_writer, "SHARD_BYTES", 2 * per_t + per_t // 2)
+    stores = export(data, tmp_path / "out")
+    for store, pos in zip(stores, exp.positions, strict=True):
+        assert zarr.open_array(store / "0", mode="r").shards == (2, 2, 2, *shape)
+        shards = sorted(p.relative_to(store / "0").as_posix()
+                        for p in (store / "0").rglob("*") if p.name != "zarr.json")
+        assert [s for s in shards if (store / "0" / s).is_file()] == [
+            "c/0/0/0/0/0", "c/1/0/0/0/0", "c/2/0/0/0/0"]
+        check_store(store, source_stack(exp, pos), "0.5")
+
+
 def test_demo_every_plane_through_every_reader(demo, demo_stores):
     version, stores = demo_stores
     exp = discover(demo)
@@ -193,7 +214,7 @@ def test_demo_axes_units_scales_channels(demo, demo_stores):
 
 
 def test_demo_layout_on_disk(demo, demo_stores):
-    """One shard per timepoint (0.5), one file per plane (0.4), Blosc/zstd, uint16 kept."""
+    """One shard for the position (0.5), one file per plane (0.4), Blosc/zstd, uint16 kept."""
     version, stores = demo_stores
     exp = discover(demo)
     store = stores[0]
@@ -208,10 +229,10 @@ def test_demo_layout_on_disk(demo, demo_stores):
         assert sharding["name"] == "sharding_indexed"
         inner = sharding["configuration"]["codecs"]
         assert inner[-1]["name"] == "blosc" and inner[-1]["configuration"]["cname"] == "zstd"
-        assert arr.shards == (1, 3, 5, 512, 512)
-        assert len(data_files) == exp.size_t
+        assert arr.shards == (exp.size_t, 3, 5, 512, 512)
+        assert len(data_files) == 1
         # the group, the array, the OME group, the OME-XML: 4 more
-        assert count_files(store) == exp.size_t + 4
+        assert count_files(store) == 1 + 4
     else:
         meta = json.loads((store / "0" / ".zarray").read_text())
         assert meta["compressor"]["id"] == "blosc" and meta["compressor"]["cname"] == "zstd"

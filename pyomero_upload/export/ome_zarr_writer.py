@@ -6,7 +6,9 @@ Zarr v3 by default, NGFF 0.4 on Zarr v2 on request) of the same
 
     zarr.json              group: multiscales (axes t, c, z, y, x; scales), omero (channels)
     0/zarr.json            full resolution, shape (T, C, Z, Y, X)
-    0/c/<t>/0/0/0/0        one shard file per timepoint: its C x Z planes, one chunk each
+    0/c/<s>/0/0/0/0        one shard file per group of timepoints: their C x Z planes,
+                           one chunk each (all the position's timepoints, up to 1 GiB
+                           of pixels a shard: one shard for most positions)
     1/ ...                 pyramid sub-resolutions (each half the previous), if any
     OME/zarr.json          group: where bioformats2raw keeps the OME-XML
     OME/METADATA.ome.xml   the full OME-XML (UTF-8): annotations, per-plane facts
@@ -18,11 +20,11 @@ only where a plane is larger than 4096 pixels on a side.
 zarr-python writes every metadata document (``zarr.json``, ``.zarray``,
 ``.zattrs``).  The pixels are streamed: planes are decoded, measured and
 compressed (Blosc, the codec zarr's metadata names) in the decode threads,
-and the writer appends each compressed chunk to its timepoint's shard file
-and writes the shard index (the sharding codec's layout: offsets and
-lengths, little-endian, CRC32C, at the end) when the timepoint is complete.
-zarr-python itself can only write a shard whole, from an array holding all
-of it, which would put a timepoint's planes in memory at once.
+and the writer appends each compressed chunk to its shard file and writes
+the shard index (the sharding codec's layout: offsets and lengths,
+little-endian, CRC32C, at the end) when the shard's last timepoint is
+complete.  zarr-python itself can only write a shard whole, from an array
+holding all of it, which would put the shard's planes in memory at once.
 
 The store is built as ``.<position>.ome.zarr.XXXXXXXX.part`` next to its
 final name and renamed when complete, so an error or Ctrl-C never leaves
@@ -57,7 +59,7 @@ from .folder import current_umask
 from .frame import ExportResult, ImageWriter, run_export
 from .ome_xml import image_xml
 from .pyramid import PYRAMID_THRESHOLD, downsample, pyramid_shapes
-from .writeback import StreamedFiles
+from .writeback import StreamedFile, StreamedFiles
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,6 +85,12 @@ BLOSC_BLOCKSIZE = 1 << 20
 #: Planes larger than :data:`~.pyramid.PYRAMID_THRESHOLD` on a side are
 #: chunked in tiles of this size; smaller planes are one chunk each.
 TILE = 2048
+#: Uncompressed bytes of full-resolution pixels a shard holds at most: a shard
+#: holds as many whole timepoints as fit (at least one).  The whole position
+#: for most experiments (the paper's 240 T x 15 planes of 512 x 512 x 16 bits is
+#: 1.8 GB: two shards), so a store is a handful of files, whatever T is; a
+#: reader still reads one chunk (plane) at a time through the shard's index.
+SHARD_BYTES = 1 << 30
 #: Where bioformats2raw (and so Bio-Formats' and OMERO's Zarr readers) looks
 #: for the OME-XML, relative to the image.
 OME_XML_PATH = "OME/METADATA.ome.xml"
@@ -107,6 +115,17 @@ class Level:
     def grid(self) -> tuple[int, int]:
         """Chunks per plane along (Y, X)."""
         return (math.ceil(self.shape[0] / self.chunk[0]), math.ceil(self.shape[1] / self.chunk[1]))
+
+
+def timepoints_per_shard(spec: ImageSpec, levels: Sequence[Level]) -> int:
+    """How many timepoints each shard holds (the last shard may hold fewer)."""
+    import numpy as np
+
+    _x, _y, size_z, size_c, size_t = spec.size
+    ny, nx = levels[0].grid
+    cy, cx = levels[0].chunk
+    per_t = size_c * size_z * ny * cy * nx * cx * np.dtype(spec.dtype).itemsize
+    return max(1, min(size_t, SHARD_BYTES // max(per_t, 1)))
 
 
 def levels_for(shape: tuple[int, int], pyramid: bool | None) -> list[Level]:
@@ -317,61 +336,69 @@ def _tiles(plane: np.ndarray, level: Level) -> Iterator[np.ndarray]:
 
 
 class _ShardFile:
-    """One shard of a Zarr v3 array, written chunk by chunk; the index follows on close."""
+    """One shard of a Zarr v3 array, written chunk by chunk; the index follows on
+    close.  What is written leaves the page cache as the shard grows
+    (:class:`~.writeback.StreamedFile`)."""
 
     def __init__(self, path: Path, chunks_per_shard: tuple[int, ...]):
         import numpy as np
 
         os.makedirs(path.parent, exist_ok=True)
         self.path = path
-        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self.file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
+        self.behind = StreamedFile(self.file.fileno())
         self.index = np.full((*chunks_per_shard, 2), _EMPTY, dtype="<u8")
         self.offset = 0
 
     def add(self, where: tuple[int, ...], data: bytes) -> None:
-        self.file.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[self.file.write(view):]
         self.index[where] = (self.offset, len(data))
         self.offset += len(data)
+        self.behind.advance(self.offset)
 
-    def close(self) -> int:
-        """Write the index, close; the file's size."""
+    def close(self) -> None:
+        """Write the index and close."""
         import google_crc32c
 
         index = self.index.tobytes()
-        self.file.write(index + struct.pack("<I", google_crc32c.value(index)))
+        tail = memoryview(index + struct.pack("<I", google_crc32c.value(index)))
+        while tail:
+            tail = tail[self.file.write(tail):]
+        self.behind.finish()
         self.file.close()
-        return self.offset + len(index) + 4
 
 
-class _TimepointWriter:
-    """Every chunk of one timepoint, at every level: one shard per level (v3) or
-    one file per chunk (v2)."""
+class _ShardWriter:
+    """Every chunk of a run of ``per_shard`` timepoints from ``t0``, at every level:
+    one shard per level (v3), or one file per chunk (v2, where ``per_shard`` is 1)."""
 
     def __init__(self, root: Path, levels: Sequence[Level], fmt: StoreFormat,
-                 t: int, size_c: int, size_z: int, behind: StreamedFiles):
+                 t0: int, per_shard: int, size_c: int, size_z: int, behind: StreamedFiles):
         self.root = root
         self.behind = behind
         self.levels = levels
         self.fmt = fmt
-        self.t = t
+        self.t0 = t0
         self._folders: set[Path] = set()
         self.shards: list[_ShardFile] = []
         if fmt.zarr_format == 3:
             self.shards = [
-                _ShardFile(root / str(k) / "c" / str(t) / "0" / "0" / "0" / "0",
-                           (1, size_c, size_z, *level.grid))
+                _ShardFile(root / str(k) / "c" / str(t0 // per_shard) / "0" / "0" / "0" / "0",
+                           (per_shard, size_c, size_z, *level.grid))
                 for k, level in enumerate(levels)
             ]
 
-    def add(self, c: int, z: int, plane: EncodedPlane) -> None:
+    def add(self, t: int, c: int, z: int, plane: EncodedPlane) -> None:
         for k, (level, chunks) in enumerate(zip(self.levels, plane.chunks, strict=True)):
             nx = level.grid[1]
             for i, data in enumerate(chunks):
                 iy, ix = divmod(i, nx)
                 if self.shards:
-                    self.shards[k].add((0, c, z, iy, ix), data)
+                    self.shards[k].add((t - self.t0, c, z, iy, ix), data)
                 else:
-                    folder = self.root / str(k) / str(self.t) / str(c) / str(z) / str(iy)
+                    folder = self.root / str(k) / str(t) / str(c) / str(z) / str(iy)
                     if folder not in self._folders:
                         os.makedirs(folder, exist_ok=True)
                         self._folders.add(folder)
@@ -381,7 +408,7 @@ class _TimepointWriter:
 
     def close(self) -> None:
         for shard in self.shards:
-            self.behind.add(shard.path, shard.close())
+            shard.close()
 
     def abort(self) -> None:
         for shard in self.shards:
@@ -528,7 +555,8 @@ def read_fingerprint(store: Path) -> str | None:
 # --- one store --------------------------------------------------------------------------
 
 
-def _create_arrays(root: Path, spec: ImageSpec, levels: Sequence[Level], fmt: StoreFormat) -> Any:
+def _create_arrays(root: Path, spec: ImageSpec, levels: Sequence[Level], fmt: StoreFormat,
+                   per_shard: int) -> Any:
     """The group and one array per level, their metadata written by zarr-python."""
     import numpy as np
     import zarr
@@ -546,7 +574,7 @@ def _create_arrays(root: Path, spec: ImageSpec, levels: Sequence[Level], fmt: St
         options: dict[str, Any] = {"fill_value": 0}
         codec = fmt.blosc(itemsize)
         if fmt.zarr_format == 3:
-            options["shards"] = (1, size_c, size_z, ny * cy, nx * cx)
+            options["shards"] = (per_shard, size_c, size_z, ny * cy, nx * cx)
             options["dimension_names"] = AXES
             options["compressors"] = None if codec is None else BloscCodec(
                 cname=fmt.compression,  # type: ignore[arg-type]  # one of COMPRESSIONS
@@ -583,31 +611,33 @@ def write_store(
     _x, _y, size_z, size_c, size_t = spec.size
     m0 = time.thread_time()
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
-    behind = StreamedFiles()  # chunk files leave the page cache as they are written
+    behind = StreamedFiles()  # v2 chunk files leave the page cache as they are written
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; outputs are ordinary folders
-        group = _create_arrays(tmp, spec, levels, fmt)
+        per_shard = timepoints_per_shard(spec, levels) if fmt.zarr_format == 3 else 1
+        group = _create_arrays(tmp, spec, levels, fmt, per_shard)
         windows = [(math.inf, -math.inf)] * size_c
         count = 0
         waited = 0.0
         w0 = time.thread_time()
-        for t in range(size_t):
-            writer = _TimepointWriter(tmp, levels, fmt, t, size_c, size_z, behind)
+        for t0 in range(0, size_t, per_shard):
+            writer = _ShardWriter(tmp, levels, fmt, t0, per_shard, size_c, size_z, behind)
             try:
-                for c in range(size_c):
-                    for z in range(size_z):
-                        n0 = time.perf_counter()
-                        plane = next(planes, None)
-                        waited += time.perf_counter() - n0
-                        if plane is None:
-                            raise RuntimeError(
-                                f"{spec.name}: got {count} planes, expected {spec.n_planes}")
-                        writer.add(c, z, plane)
-                        low, high = windows[c]
-                        windows[c] = (min(low, plane.low), max(high, plane.high))
-                        count += 1
-                        if on_plane:
-                            on_plane(plane.nbytes)
+                for t in range(t0, min(t0 + per_shard, size_t)):
+                    for c in range(size_c):
+                        for z in range(size_z):
+                            n0 = time.perf_counter()
+                            plane = next(planes, None)
+                            waited += time.perf_counter() - n0
+                            if plane is None:
+                                raise RuntimeError(
+                                    f"{spec.name}: got {count} planes, expected {spec.n_planes}")
+                            writer.add(t, c, z, plane)
+                            low, high = windows[c]
+                            windows[c] = (min(low, plane.low), max(high, plane.high))
+                            count += 1
+                            if on_plane:
+                                on_plane(plane.nbytes)
             except BaseException:
                 writer.abort()
                 raise
