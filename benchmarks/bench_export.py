@@ -13,8 +13,12 @@ Everything is measured in one run, each figure next to its baseline:
   the limit: nothing that has to decode these PNGs can be faster;
 * the decode+write ceiling: the same, each decoded plane then ``os.pwrite``
   at its place in one raw file per position, from all the decode workers at
-  once (no TIFF structure, no metadata), processes and threads, best of
-  ``--runs`` each, the faster kind: what an uncompressed writer cannot beat;
+  once (no TIFF structure, no metadata), processes and threads, each plain
+  and with write-behind (``posix_fadvise(DONTNEED)`` every 32 MiB a worker
+  writes: writeback of what it just wrote started, what it wrote before that
+  dropped from the page cache, so the kernel recycles pages instead of
+  finding new ones, as the export does), best of ``--runs`` each, the
+  fastest kind: what an uncompressed writer cannot beat;
 * the export: the whole command a user runs, ``pyomero-upload export EXP -o
   OUT``, as a child process, wall time from spawn to exit, into a fresh
   output folder, best of ``--runs``; its peak RSS is the child's own
@@ -47,6 +51,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -186,14 +191,37 @@ def decode_all(paths: list[Path], workers: int, kind: str,
 
 #: Each process's open raw outputs of the decode+write ceiling, by name.
 _RAW_FDS: dict[str, int] = {}
+#: The write-behind ceiling's window (the export's, ``writeback.WINDOW``).
+BEHIND_WINDOW = 32 * 1024 * 1024
+#: Per worker (process or thread): the planes it wrote since its last
+#: write-behind step, and those of the step before, as (fd, offset, length).
+_BEHIND = threading.local()
 
 
-def _decode_pwrite_file(job: tuple[str, str, int, int]) -> int:
+def _write_behind(fd: int, offset: int, length: int) -> None:
+    """What the write-behind ceiling does after each ``pwrite``: every
+    :data:`BEHIND_WINDOW` bytes this worker wrote, start the writeback of them
+    and drop the window written before them (written back by then)."""
+    state = _BEHIND.__dict__
+    recent = state.setdefault("recent", [])
+    recent.append((fd, offset, length))
+    state["bytes"] = state.get("bytes", 0) + length
+    if state["bytes"] < BEHIND_WINDOW:
+        return
+    for r in recent:
+        os.posix_fadvise(*r, os.POSIX_FADV_DONTNEED)
+    for r in state.get("older", []):
+        os.posix_fadvise(*r, os.POSIX_FADV_DONTNEED)
+    state["older"], state["recent"], state["bytes"] = recent, [], 0
+
+
+def _decode_pwrite_file(job: tuple[str, str, int, int, bool]) -> int:
     """Read and ``png_decode`` one plane and ``os.pwrite`` it at its place in its
-    position's raw file (plain library calls; the file is opened once per process)."""
+    position's raw file (plain library calls; the file is opened once per
+    process), then, with write-behind, :func:`_write_behind`."""
     from imagecodecs import png_decode
 
-    src, dst, index, nbytes = job
+    src, dst, index, nbytes, behind = job
     with open(src, "rb") as f:
         plane = png_decode(f.read())
     fd = _RAW_FDS.get(dst)
@@ -204,21 +232,31 @@ def _decode_pwrite_file(job: tuple[str, str, int, int]) -> int:
     done = 0
     while done < len(view):
         done += os.pwrite(fd, view[done:], offset + done)
+    if behind:
+        _write_behind(fd, offset, len(view))
     return len(view)
 
 
 def _close_raw() -> None:
     while _RAW_FDS:
         os.close(_RAW_FDS.popitem()[1])
+    _BEHIND.__dict__.clear()
+
+
+#: The ceiling's kinds: pool, and whether each worker writes behind.
+CEILING_KINDS = {"processes": ("processes", False), "threads": ("threads", False),
+                 "processes, write-behind": ("processes", True),
+                 "threads, write-behind": ("threads", True)}
 
 
 def decode_write_all(paths: list[Path], workers: int, kind: str, out: Path,
-                     plane_nbytes: int) -> tuple[float, float]:
+                     plane_nbytes: int, behind: bool = False) -> tuple[float, float]:
     """The decode+write ceiling: wall and CPU seconds to read, ``png_decode`` and
     ``os.pwrite`` every plane into one raw file per position (position folder),
     from all ``workers`` processes or threads at once: the bytes an uncompressed
-    export writes, without TIFF structure or metadata.  ``out`` is emptied first
-    and removed after (neither counted)."""
+    export writes, without TIFF structure or metadata; with ``behind``, each
+    worker writes behind (:func:`_write_behind`).  ``out`` is emptied first and
+    removed after (neither counted)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     jobs = []
@@ -228,7 +266,7 @@ def decode_write_all(paths: list[Path], workers: int, kind: str, out: Path,
         if dst not in index:
             Path(dst).touch()
             index[dst] = 0
-        jobs.append((str(p), dst, index[dst], plane_nbytes))
+        jobs.append((str(p), dst, index[dst], plane_nbytes, behind))
         index[dst] += 1
     os.sync()
     cpu = _cpu()
@@ -460,7 +498,7 @@ def main() -> int:
 
     # Interleaved rounds: a slow spell of the machine hits each kind alike.
     decode: dict[str, list[tuple[float, float]]] = {"processes": [], "threads": []}
-    ceiling: dict[str, list[tuple[float, float]]] = {"processes": [], "threads": []}
+    ceiling: dict[str, list[tuple[float, float]]] = {k: [] for k in CEILING_KINDS}
     export_big: list[Run] = []
     out = work / "out"
     for i in range(runs):
@@ -469,9 +507,9 @@ def main() -> int:
             decode[kind].append(decode_all(big_files, args.workers, kind))
             print(f"  round {i + 1}: decode limit ({kind}) "
                   f"{n_big / decode[kind][-1][0]:.0f} planes/s")
-        for kind in ceiling:
-            ceiling[kind].append(decode_write_all(big_files, args.workers, kind,
-                                                  work / "raw", 512 * 512 * 2))
+        for kind, (pool, behind) in CEILING_KINDS.items():
+            ceiling[kind].append(decode_write_all(big_files, args.workers, pool,
+                                                  work / "raw", 512 * 512 * 2, behind))
             print(f"  round {i + 1}: decode+write ceiling ({kind}) "
                   f"{n_big / ceiling[kind][-1][0]:.0f} planes/s")
         export_big.append(run_export(args.cli, big, out))
@@ -538,9 +576,9 @@ def main() -> int:
           f"{n_big / min(decode['threads'])[0]:.0f}), {nbytes_big / 1e6 / limit_s:.0f} MB/s of "
           f"pixels, {limit_cpu:.1f} CPU-s ({limit_cpu / n_big * 1000:.1f} ms of CPU a plane: "
           f"this machine's decode speed; ratios, not planes/s, carry across machines)")
-    print(f"decode+write ceiling: {ceil:.0f} planes/s ({ceil_kind}; processes "
-          f"{n_big / min(ceiling['processes'])[0]:.0f}, threads "
-          f"{n_big / min(ceiling['threads'])[0]:.0f}), {ceil_cpu:.1f} CPU-s; "
+    print(f"decode+write ceiling: {ceil:.0f} planes/s ({ceil_kind}; " + ", ".join(
+          f"{k} {n_big / min(v)[0]:.0f} ({min(v)[1]:.1f} CPU-s)" for k, v in ceiling.items())
+          + f"), {ceil_cpu:.1f} CPU-s; "
           f"{ceil / limit:.2f}x the decode limit")
     tiny_s = min(r.seconds for r in export_tiny)
     print(f"export CPU: {exp_run.cpu_seconds:.1f} CPU-s for {n_big} planes vs "

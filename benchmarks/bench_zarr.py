@@ -332,11 +332,11 @@ def main() -> int:
               f"export (uncompressed) {n_big / tiff_run.seconds:.0f} planes/s "
               f"({n_big / tiff_run.seconds / limit:.2f}x, {tiff_run.cpu_seconds:.1f} CPU-s)")
     per_store = exp_run.files / exp_run.stores
-    meta_05 = per_store - args.timepoints
+    meta_05 = 4  # the group, the array, the OME group and the OME-XML
     meta_04 = (v04.files - n_big) / v04.stores
     print(f"files: NGFF 0.5 {exp_run.files} in {exp_run.stores} stores for {n_big} planes "
-          f"({per_store:.0f} per store: {args.timepoints} shards, one per timepoint, and "
-          f"{meta_05:.0f} metadata files), {exp_run.nbytes / 1e9:.2f} GB "
+          f"({per_store:.0f} per store: {per_store - meta_05:.0f} shard(s) of whole "
+          f"timepoints and {meta_05} metadata files), {exp_run.nbytes / 1e9:.2f} GB "
           f"({nbytes_big / exp_run.nbytes:.2f}x smaller than the pixels); NGFF 0.4 "
           f"{v04.files} (one per plane and {meta_04:.0f} metadata files per store), "
           f"{v04.nbytes / 1e9:.2f} GB")

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,6 +183,19 @@ class Experiment:
             return 0
         y, x = position.shape
         return y * x * position.dtype.itemsize * self.planes_per_position
+
+    def for_task(self, position: Position) -> Experiment:
+        """What a task that writes ``position`` elsewhere (a Dask worker) needs of
+        this experiment: the same folder, sets and that position, with the first
+        position beside it (describing a position counts time from the first
+        position's first plane) and no other position's files.
+
+        A task's arguments are pickled for the scheduler and each worker: the
+        whole experiment would send every plane's path with every position.
+        """
+        first = self.positions[0]
+        keep = [first] if position is first else [first, position]
+        return replace(self, positions=keep, ignored=[])
 
     def reorder_channels(self, preferred: Sequence[str]) -> None:
         """Put the ``preferred`` channels first (e.g. the acquisition's order)."""

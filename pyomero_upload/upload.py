@@ -200,8 +200,10 @@ class DefaultImageProcessor(ImageProcessor):
                                                            identity=ident)))
         engine.join_omero(conn.worker_settings())
         semaphore = engine.semaphore(options.max_uploads)
-        items = [(exp, pos, spec, new, dataset.id, tags, decoders, semaphore,
-                  options.max_uploads) for pos, spec, new in planned]
+        # Only what the task uses: the position (its files) and its spec, never the
+        # whole experiment, which would send every plane's path with every task.
+        items = [(pos, spec, new, dataset.id, tags, decoders, semaphore, options.max_uploads)
+                 for pos, spec, new in planned]
         results = engine.map_ordered(upload_position, items,
                                      [f"upload-{pos.name}" for pos, _, _ in planned])
         for (pos, spec, _new), (image_id, planes, calls) in zip(planned, results, strict=True):
@@ -307,7 +309,7 @@ def _write_or_remove(conn: Connection, dataset_id: int, spec, planes, tags,
         raise
 
 
-def upload_position(exp: Experiment, pos: Position, spec, new: images.NewImage,
+def upload_position(pos: Position, spec, new: images.NewImage,
                     dataset_id: int, tags, decoders: int, semaphore: str,
                     max_leases: int) -> tuple[int, int, int]:
     """One position's pixels and metadata, as a Dask task on a worker joined to the

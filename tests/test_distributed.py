@@ -439,3 +439,30 @@ def test_a_worker_killed_mid_upload_leaves_one_complete_image_each(demo, double,
         planes = state["pixels"][str(pixels_id)]["planes"]
         for t, c, z, path in demo_planes(demo, image.name):
             assert planes[f"{z - 1},{channels.index(c)},{t - 1}"] == _plane_sha1(path)
+
+
+def test_a_task_gets_its_own_position_not_the_whole_experiment(demo):
+    """Each task's experiment holds its position and the first (the time origin), so
+    it pickles to a fraction of the whole and describes the position exactly as the
+    whole experiment does."""
+    import pickle
+    from dataclasses import replace
+
+    from pyomero_upload.describe import describe
+    from pyomero_upload.metadata import load_metadata
+
+    demo_exp = discover(demo)
+    metadata = load_metadata(demo)
+    # 30 positions (the demo's three, ten times over under other names)
+    exp = replace(demo_exp, positions=[
+        replace(p, name=f"{p.name}-{i}", files={k: Path(str(f)) for k, f in p.files.items()})
+        for i in range(10) for p in demo_exp.positions])
+    whole = len(pickle.dumps(exp))
+    for pos in exp.positions:
+        task = exp.for_task(pos)
+        assert [p.name for p in task.positions] == list(
+            dict.fromkeys([exp.positions[0].name, pos.name]))
+        assert task.plane_paths(pos) == exp.plane_paths(pos)
+        assert len(pickle.dumps(task)) < whole / 6  # 2 positions of 30
+        assert (describe(task, pos, metadata, fingerprint="f")
+                == describe(exp, pos, metadata, fingerprint="f"))

@@ -290,8 +290,8 @@ def _write_positions(
                 _write_one(exp, pos, target, fingerprint, writer, metadata, prov, stream,
                            on_plane) for pos, target, fingerprint in todo)
         else:
-            items = [(exp, pos, target, fingerprint, writer, metadata, prov, workers)
-                     for pos, target, fingerprint in todo]
+            items = [(exp.for_task(pos), pos, target, fingerprint, writer, metadata, prov,
+                      workers) for pos, target, fingerprint in todo]
             planes_written = engine.map_ordered(write_position, items,
                                                 [f"export-{pos.name}" for pos, _, _ in todo])
         for (pos, target, _), planes in zip(todo, planes_written, strict=True):
