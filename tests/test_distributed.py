@@ -466,3 +466,18 @@ def test_a_task_gets_its_own_position_not_the_whole_experiment(demo):
         assert len(pickle.dumps(task)) < whole / 6  # 2 positions of 30
         assert (describe(task, pos, metadata, fingerprint="f")
                 == describe(exp, pos, metadata, fingerprint="f"))
+
+
+def _malloc_env() -> dict:
+    return {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+
+
+def test_local_workers_start_with_glibc_thresholds_for_plane_sized_buffers():
+    """Dask's nanny would start workers with a 64 KiB trim threshold, which turns off
+    glibc's adaptive mmap threshold (every plane buffer a fresh mmap); our
+    LocalCluster's workers start with the thresholds glibc would adapt to."""
+    from pyomero_upload.engine import WORKER_MALLOC_ENV
+
+    with Engine(EngineSpec(cluster="local:1")) as engine:
+        seen = engine.client.run(_malloc_env)
+    assert list(seen.values()) == [WORKER_MALLOC_ENV]
