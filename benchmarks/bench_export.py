@@ -33,8 +33,9 @@ Everything is measured in one run, each figure next to its baseline:
   then written) on the small experiment, for reference.
 
 Targets: export >= 0.95x the decode+write ceiling and >= 0.85x the decode
-limit at 7,500 planes (where the machine's writes leave that room: the
-ceiling's own ratio to the decode limit is printed); peak RSS < 300 MB at
+limit at 7,500 planes where the machine's writes leave that room (the
+ceiling at >= 0.85 / 0.95 = 0.89x the decode limit; the ceiling's own ratio
+is printed, and below that the second target is not required); peak RSS < 300 MB at
 every size; >= 5x Bio-Formats' converter.  The exit code is 0 whether the
 targets are met or not (this is a measurement); a miss prints FAIL.
 
@@ -593,9 +594,14 @@ def main() -> int:
           f"command)")
     print(f"  vs decode+write ceiling {ceil:.0f} planes/s: {vs_ceil:.2f}x "
           f"(target >= {TARGET_VS_CEILING}x) {verdict(vs_ceil >= TARGET_VS_CEILING)}")
+    # The machine allows the decode-limit target where an export at the ceiling
+    # target would meet it: the ceiling at >= 0.85 / 0.95 = 0.89x the limit.
+    allowed = ceil / limit >= TARGET_VS_DECODE / TARGET_VS_CEILING
     print(f"  vs decode limit {limit:.0f} planes/s: {ratio:.2f}x "
           f"(target >= {TARGET_VS_DECODE}x where the machine allows: the ceiling itself is "
-          f"{ceil / limit:.2f}x) {verdict(ratio >= TARGET_VS_DECODE)}")
+          f"{ceil / limit:.2f}x) " + (verdict(ratio >= TARGET_VS_DECODE) if allowed else
+          f"not required here: the machine's write cost keeps the ceiling below "
+          f"{TARGET_VS_DECODE / TARGET_VS_CEILING:.2f}x the limit"))
     print("  round by round (each round's own baselines): " + ", ".join(
         f"{n_big / r.seconds / (n_big / min(p[i][0] for p in ceiling.values())):.2f}x ceiling "
         f"/ {n_big / r.seconds / (n_big / min(p[i][0] for p in decode.values())):.2f}x limit"
