@@ -36,6 +36,7 @@ This module is the writer's own part of an export; :mod:`.frame` does the rest.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -345,15 +346,13 @@ class _ShardFile:
 
         os.makedirs(path.parent, exist_ok=True)
         self.path = path
-        self.file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed in close())
+        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
         self.behind = StreamedFile(self.file.fileno())
         self.index = np.full((*chunks_per_shard, 2), _EMPTY, dtype="<u8")
         self.offset = 0
 
     def add(self, where: tuple[int, ...], data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[self.file.write(view):]
+        self.file.write(data)
         self.index[where] = (self.offset, len(data))
         self.offset += len(data)
         self.behind.advance(self.offset)
@@ -363,9 +362,8 @@ class _ShardFile:
         import google_crc32c
 
         index = self.index.tobytes()
-        tail = memoryview(index + struct.pack("<I", google_crc32c.value(index)))
-        while tail:
-            tail = tail[self.file.write(tail):]
+        self.file.write(index + struct.pack("<I", google_crc32c.value(index)))
+        self.file.flush()  # all of it in the file before the last write-behind step
         self.behind.finish()
         self.file.close()
 
@@ -623,21 +621,20 @@ def write_store(
         for t0 in range(0, size_t, per_shard):
             writer = _ShardWriter(tmp, levels, fmt, t0, per_shard, size_c, size_z, behind)
             try:
-                for t in range(t0, min(t0 + per_shard, size_t)):
-                    for c in range(size_c):
-                        for z in range(size_z):
-                            n0 = time.perf_counter()
-                            plane = next(planes, None)
-                            waited += time.perf_counter() - n0
-                            if plane is None:
-                                raise RuntimeError(
-                                    f"{spec.name}: got {count} planes, expected {spec.n_planes}")
-                            writer.add(t, c, z, plane)
-                            low, high = windows[c]
-                            windows[c] = (min(low, plane.low), max(high, plane.high))
-                            count += 1
-                            if on_plane:
-                                on_plane(plane.nbytes)
+                for t, c, z in itertools.product(range(t0, min(t0 + per_shard, size_t)),
+                                                 range(size_c), range(size_z)):
+                    n0 = time.perf_counter()
+                    plane = next(planes, None)
+                    waited += time.perf_counter() - n0
+                    if plane is None:
+                        raise RuntimeError(
+                            f"{spec.name}: got {count} planes, expected {spec.n_planes}")
+                    writer.add(t, c, z, plane)
+                    low, high = windows[c]
+                    windows[c] = (min(low, plane.low), max(high, plane.high))
+                    count += 1
+                    if on_plane:
+                        on_plane(plane.nbytes)
             except BaseException:
                 writer.abort()
                 raise
