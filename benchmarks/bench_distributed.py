@@ -10,6 +10,11 @@ The 7,500-plane experiment of ``bench_export.py`` (25 positions x 20 T x 3 C x
 * the one-node Slurm of ``pyomero_upload.testing.slurm`` (where Slurm is
   installed and this runs as root).
 
+After the ``local:2`` row, what one task per position allows at all: the
+engine's fixed cost per command (2 positions, one per worker, against the same
+in one process) and the tail (25 positions in 13 rounds of 2 leave a worker
+idle for the last), as the bound ``tail x T / (T + fixed)``.
+
 Each row: wall time, planes/s, the ratio to the in-process baseline, the CPU
 seconds of every process (the command with its children; the scheduler and
 workers started apart from it, read from /proc), the largest peak RSS.  Then
@@ -130,15 +135,20 @@ def stop(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
-def all_pids(procs: list[subprocess.Popen]) -> list[int]:
-    """The processes and their children (dask worker --nworkers forks nannies)."""
-    out = []
-    for p in procs:
-        out.append(p.pid)
-        kids = Path(f"/proc/{p.pid}/task/{p.pid}/children")
-        if kids.exists():
-            out += [int(k) for k in kids.read_text().split()]
+def descendants(pid: int) -> list[int]:
+    """A process and every process below it (``dask worker --nworkers`` starts
+    nannies, each nanny its worker process)."""
+    out = [pid]
+    kids = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        for kid in kids.read_text().split():
+            out += descendants(int(kid))
     return out
+
+
+def all_pids(procs: list[subprocess.Popen]) -> list[int]:
+    """The processes and all their descendants."""
+    return [pid for p in procs for pid in descendants(p.pid)]
 
 
 def empty_task_overhead(positions: int) -> float:
@@ -165,13 +175,11 @@ def killed_worker_run(cli: str, data: Path, out: Path, baseline_s: float,
 
     def kill_one() -> None:
         time.sleep(baseline_s / 3)
-        for pid in all_pids([proc]):
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"multiprocessing" in cmd or b"spawn" in cmd:
-                kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                victim = int(kids[0]) if kids else pid
-                os.kill(victim, signal.SIGKILL)
-                return
+        for pid in descendants(proc.pid)[1:]:  # a worker process (the nanny spawns it)
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+                    return
 
     threading.Thread(target=kill_one, daemon=True).start()
     code = proc.wait()
@@ -213,6 +221,42 @@ def upload_rows(cli: str, data: Path, work: Path, n: int) -> None:
           f"{verdict(b / a >= TARGET_RATIO)} (>= {TARGET_RATIO}x)")
 
 
+def one_task_bound(args, work: Path, base_s: float, two_s: float) -> None:
+    """What one task per position allows on ``local:2``: the engine's fixed cost per
+    command (a 2-position export, one position per worker, against the same in one
+    process with 2 decoders) and the tail (the last round of positions leaves a
+    worker idle)."""
+    workers = 2
+    small = work / f"exp-{workers}x{args.timepoints}"
+    m = build_experiment(args.demo, small, workers, args.timepoints)
+    warm_cache(plane_files(small))
+    out = work / "out-distributed-small"
+    times = {}
+    for label, extra in (("in-process", ["--workers", str(workers)]),
+                         ("local:2", ["--cluster", f"local:{workers}", "--workers", "1"])):
+        runs = []
+        for _ in range(args.runs):
+            run = run_measured([args.cli, "export", str(small), "-o", str(fresh(out)), "-n",
+                                "bench", *extra])
+            if run.returncode:
+                raise SystemExit(f"{workers}-position export {label} failed:\n"
+                                 f"{run.output[-3000:]}")
+            runs.append(run.seconds)
+        times[label] = min(runs)
+    shutil.rmtree(out, ignore_errors=True)
+    fixed = times["local:2"] - times["in-process"]
+    rounds = -(-args.positions // workers)
+    tail = args.positions / (rounds * workers)
+    bound = tail * base_s / (base_s + fixed)
+    print(f"  the engine's fixed cost per command: +{fixed:.2f} s ({workers} positions, {m} "
+          f"planes: {times['in-process']:.2f} s in one process, {times['local:2']:.2f} s on "
+          f"local:{workers})")
+    print(f"  one task per position allows at most {tail:.3f} (the tail: {args.positions} "
+          f"positions in {rounds} rounds of {workers}) x {base_s:.1f} / ({base_s:.1f} + "
+          f"{fixed:.2f}) = {bound:.2f}x; measured {base_s / two_s:.2f}x "
+          f"({base_s / two_s / bound:.2f} of that bound)")
+
+
 def main() -> int:
     parser = bench_parser(__doc__)
     parser.set_defaults(runs=3)
@@ -245,6 +289,7 @@ def main() -> int:
                      ["--cluster", "local:2", "--workers", "1"], n, args.runs, rate)
     print(f"  export local:2 / in-process: {n / two.seconds / rate:.2f}x  "
           f"{verdict(n / two.seconds / rate >= TARGET_RATIO)} (>= {TARGET_RATIO}x)")
+    one_task_bound(args, data.parent, base.seconds, two.seconds)
     procs, sched = start_lab(work)
     try:
         export_row("export via dask scheduler + 2 workers", args.cli, data, out,

@@ -24,6 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -252,11 +253,29 @@ def _has_bokeh() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
-def _slurm_cluster(spec: EngineSpec) -> Any:
+def _import_jobqueue() -> Any:
+    """dask-jobqueue, imported with this process's SIGINT handler kept.
+
+    Importing it replaces the SIGINT handler with ``sys.exit()`` (its
+    ``runner`` module), which would turn Ctrl-C into a clean exit with status 0
+    and fails outside the main thread; the handler is put back.
+    """
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
     try:
-        from dask_jobqueue import SLURMCluster
+        import dask_jobqueue
     except ImportError:
         raise InputError(None, f"--cluster slurm needs dask-jobqueue: {INSTALL_HINT}") from None
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
+
+
+def _slurm_cluster(spec: EngineSpec) -> Any:
+    SLURMCluster = _import_jobqueue().SLURMCluster  # noqa: N806 (a class)
     cluster = SLURMCluster(cores=spec.job_cores, processes=1, memory=spec.job_mem,
                            walltime=spec.walltime, queue=spec.queue, account=spec.account)
     cluster.scale(jobs=spec.jobs)

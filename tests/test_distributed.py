@@ -481,3 +481,14 @@ def test_local_workers_start_with_glibc_thresholds_for_plane_sized_buffers():
     with Engine(EngineSpec(cluster="local:1")) as engine:
         seen = engine.client.run(_malloc_env)
     assert list(seen.values()) == [WORKER_MALLOC_ENV]
+
+
+def test_importing_dask_jobqueue_keeps_the_sigint_handler():
+    # dask-jobqueue's import sets SIGINT to sys.exit() (exit status 0 on Ctrl-C)
+    code = ("import signal; from pyomero_upload.engine import _import_jobqueue; "
+            "_import_jobqueue(); "
+            "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
+            "signal.getsignal(signal.SIGINT)")
+    pytest.importorskip("dask_jobqueue")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
