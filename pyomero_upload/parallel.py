@@ -8,10 +8,11 @@ keeps memory flat however large the experiment is.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -38,29 +39,52 @@ def prefetch_window(workers: int, item_bytes: int) -> int:
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], workers: int, window: int
+    fn: Callable[[T], R], items: Iterable[T], workers: int, window: int, batch: int = 1
 ) -> Generator[R, None, None]:
     """Yield ``fn(item)`` for each item, in order, computing up to ``window`` ahead.
 
-    An exception from ``fn`` is raised when its result is reached; leaving
-    the generator early (error, Ctrl-C, ``close()``) cancels the work not
-    yet started and waits for the rest.
+    With ``batch`` > 1 each task runs ``fn`` over that many consecutive items
+    (the last task may hold fewer), so that the consumer is woken, and a
+    future made, once per batch rather than once per item.
+
+    An exception from ``fn`` is raised when its result is reached (after the
+    results of the items before it); leaving the generator early (error,
+    Ctrl-C, ``close()``) cancels the work not yet started and waits for the rest.
     """
-    window = max(1, window)
+    batch = max(1, batch)
+    window = max(1, -(-window // batch))
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
-    pending: deque[Future[R]] = deque()
+    pending: deque[Future[tuple[list[R], BaseException | None]]] = deque()
+
+    def run(group: list[T]) -> tuple[list[R], BaseException | None]:
+        done: list[R] = []
+        try:
+            for item in group:
+                done.append(fn(item))
+        except BaseException as exc:  # raised to the consumer after ``done``
+            return done, exc
+        return done, None
+
     it = iter(items)
+    groups = iter(lambda: list(itertools.islice(it, batch)), [])
     try:
-        for item in it:
-            pending.append(pool.submit(fn, item))
+        for group in groups:
+            pending.append(pool.submit(run, group))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield from _results(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield from _results(pending.popleft())
     finally:
         for fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _results(fut: Future[tuple[list[R], BaseException | None]]) -> Iterator[R]:
+    done, exc = fut.result()
+    yield from done
+    if exc is not None:
+        raise exc
 
 
 class InOrder:

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 
+#: Planes each decode task takes: the writer is woken once per batch, not per plane.
+DECODE_BATCH = 4
+
+
 @dataclass
 class ExportEntry:
     """One position's output and what the export did with it."""
@@ -200,11 +204,13 @@ def run_export(
     try:
         with FolderLock(out_dir):
             remove_stale_temporaries(out_dir, known_temporaries())
+            # Before the metadata/ folder's thread starts: its imports hold the GIL.
+            todo = outputs_to_write(exp, result, settings, writer, overwrite)
             folder = MetadataFolder.start(metadata, out_dir)
             try:
-                _write_positions(exp, result, writer, settings, metadata=metadata,
+                _write_positions(exp, result, writer, todo, metadata=metadata,
                                  provenance=provenance, workers=workers or default_workers(),
-                                 overwrite=overwrite, on_plane=on_plane, engine=engine)
+                                 on_plane=on_plane, engine=engine)
                 if engine is not None:  # what workers that died mid-position left
                     remove_stale_temporaries(out_dir, known_temporaries(), folder=False)
                 if folder is not None:
@@ -261,17 +267,16 @@ def _write_positions(
     exp: Experiment,
     result: ExportResult,
     writer: ImageWriter,
-    settings: str,
+    todo: list[tuple[Position, Path, str]],
     *,
     metadata: ExperimentMetadata | None,
     provenance: bool,
     workers: int,
-    overwrite: bool,
     on_plane: Callable[[int], None] | None,
     engine: Engine | None = None,
 ) -> None:
-    """The one per-position loop, run with the folder locked: decide what to write,
-    then write each position in order and record it.
+    """The one per-position loop, run with the folder locked: write each position
+    of ``todo`` (:func:`outputs_to_write`) in order and record it.
 
     In this process (no ``engine``) the planes of every position to write are
     decoded by one pool, in order and a bounded number ahead, so the next
@@ -279,7 +284,6 @@ def _write_positions(
     ``engine`` each position is a task (:func:`write_position`) and ``on_plane``
     is called once per position.
     """
-    todo = outputs_to_write(exp, result, settings, writer, overwrite)
     prov = provenance_pairs(exp) if provenance else None
     done = set()
     stream: Any = None
@@ -320,7 +324,8 @@ def _decoded(exp: Experiment, writer: ImageWriter, positions: list[Position],
     jobs = ((pos, i, path) for pos in positions for i, path in enumerate(exp.plane_paths(pos)))
     plane_bytes = max((exp.position_nbytes(p) // exp.planes_per_position for p in positions),
                       default=1)
-    return ordered_map(run, jobs, workers, prefetch_window(workers, plane_bytes))
+    return ordered_map(run, jobs, workers, prefetch_window(workers, plane_bytes),
+                       batch=DECODE_BATCH)
 
 
 def _write_one(exp: Experiment, position: Position, target: Path, fingerprint: str,
