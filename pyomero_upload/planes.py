@@ -33,7 +33,7 @@ SUPPORTED_DTYPES = (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_SUFFIXES = (".tif", ".tiff")
 
-_PNG_DTYPES = {8: np.dtype("uint8"), 16: np.dtype("uint16")}
+_PNG_DTYPES: dict[int, np.dtype] = {8: np.dtype("uint8"), 16: np.dtype("uint16")}
 _PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
 
 

@@ -202,11 +202,11 @@ def _safe_name(name: str) -> str:
 class MetadataFolder:
     """``out_dir/metadata/``: each table as HDF5 (PyTables) and CSV, the raw files copied.
 
-    Built in a hidden temporary folder by a thread of its own, so that
-    pandas and PyTables load while the pixels are being written, and put in
-    place (replacing an older one) by :meth:`commit` only when the export
-    has succeeded; :meth:`discard` removes it otherwise.  It is never seen
-    half-written.
+    Built in a hidden temporary folder by a thread of its own (so that a
+    coordinator builds it while Dask workers write the pixels; an export in
+    one process starts it after its pixels), and put in place (replacing an
+    older one) by :meth:`commit` only when the export has succeeded;
+    :meth:`discard` removes it otherwise.  It is never seen half-written.
     """
 
     def __init__(self, metadata: ExperimentMetadata, out_dir: Path) -> None:

@@ -204,15 +204,20 @@ def run_export(
     try:
         with FolderLock(out_dir):
             remove_stale_temporaries(out_dir, known_temporaries())
-            # Before the metadata/ folder's thread starts: its imports hold the GIL.
             todo = outputs_to_write(exp, result, settings, writer, overwrite)
-            folder = MetadataFolder.start(metadata, out_dir)
+            # metadata/ is built while the positions are written where this process
+            # only waits for workers (an engine); here, where its cores decode, after
+            # them: pandas and PyTables then take no GIL from the decoders, and load
+            # once the planes' buffers are freed (a lower peak RSS).
+            folder = MetadataFolder.start(metadata, out_dir) if engine is not None else None
             try:
                 _write_positions(exp, result, writer, todo, metadata=metadata,
                                  provenance=provenance, workers=workers or default_workers(),
                                  on_plane=on_plane, engine=engine)
                 if engine is not None:  # what workers that died mid-position left
                     remove_stale_temporaries(out_dir, known_temporaries(), folder=False)
+                else:
+                    folder = MetadataFolder.start(metadata, out_dir)
                 if folder is not None:
                     result.metadata_dir = folder.commit()
             finally:
