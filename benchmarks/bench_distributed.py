@@ -139,10 +139,11 @@ def descendants(pid: int) -> list[int]:
     """A process and every process below it (``dask worker --nworkers`` starts
     nannies, each nanny its worker process)."""
     out = [pid]
-    kids = Path(f"/proc/{pid}/task/{pid}/children")
     with contextlib.suppress(OSError):
-        for kid in kids.read_text().split():
-            out += descendants(int(kid))
+        for task in Path(f"/proc/{pid}/task").iterdir():  # each thread's own children
+            with contextlib.suppress(OSError):
+                for kid in (task / "children").read_text().split():
+                    out += descendants(int(kid))
     return out
 
 
