@@ -232,19 +232,11 @@ def one_task_bound(args, work: Path, base_s: float, two_s: float) -> None:
     m = build_experiment(args.demo, small, workers, args.timepoints)
     warm_cache(plane_files(small))
     out = work / "out-distributed-small"
-    times = {}
-    for label, extra in (("in-process", ["--workers", str(workers)]),
-                         ("local:2", ["--cluster", f"local:{workers}", "--workers", "1"])):
-        runs = []
-        for _ in range(args.runs):
-            run = run_measured([args.cli, "export", str(small), "-o", str(fresh(out)), "-n",
-                                "bench", *extra])
-            if run.returncode:
-                raise SystemExit(f"{workers}-position export {label} failed:\n"
-                                 f"{run.output[-3000:]}")
-            runs.append(run.seconds)
-        times[label] = min(runs)
-    shutil.rmtree(out, ignore_errors=True)
+    times = {
+        label: export_row(f"  {workers} positions, {label}", args.cli, small, out, extra, m,
+                          args.runs, None).seconds
+        for label, extra in (("in-process", ["--workers", str(workers)]),
+                             ("local:2", ["--cluster", f"local:{workers}", "--workers", "1"]))}
     fixed = times["local:2"] - times["in-process"]
     rounds = -(-args.positions // workers)
     tail = args.positions / (rounds * workers)
