@@ -53,6 +53,7 @@ from bench_export import (  # noqa: E402
     Run,
     bench_parser,
     build_experiment,
+    byte_compile,
     default_cli,
     fresh,
     plane_files,
@@ -271,7 +272,7 @@ def main() -> int:
     warm_cache(plane_files(data))
     print(f"machine: {len(os.sched_getaffinity(0))} usable cores, load average "
           f"{os.getloadavg()[0]:.1f}; experiment {n} planes, {args.positions} positions; "
-          f"best of {args.runs}")
+          f"best of {args.runs}; package byte-compiled: {byte_compile(args.cli)}")
     out = work / "out-distributed"
     base = export_row("export in-process (--workers 2)", args.cli, data, out,
                       ["--workers", "2"], n, args.runs, None)

@@ -61,6 +61,7 @@ from bench_export import (  # noqa: E402  (the experiment and the decode limit, 
     TARGET_RSS_MB,
     TARGET_VS_DECODE,
     bench_parser,
+    byte_compile,
     decode_all,
     experiments,
     plane_files,
@@ -219,7 +220,8 @@ def main() -> int:
     nbytes_big = n_big * 512 * 512 * 2
     read = warm_cache(big_files) + warm_cache(plane_files(small))
     print(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
-          f"Python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}")
+          f"Python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}; "
+          f"package byte-compiled: {byte_compile(env=cli_command()[1])}")
     print(f"experiment: {args.positions} positions x {args.timepoints} T x 3 C x 5 Z = "
           f"{n_big} planes ({nbytes_big / 1e9:.1f} GB of pixels) at {big}; small: "
           f"{n_small} planes; built/reused and {read / 1e9:.1f} GB of PNG read into the page "

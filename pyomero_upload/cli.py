@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -809,3 +810,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("interrupted; no partial output was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def run() -> None:
+    """The console script (and ``python -m pyomero_upload``): :func:`main`, then exit
+    with its code.
+
+    What is still alive is first frozen out of the garbage collector
+    (:func:`gc.freeze`): the interpreter's collections at exit would otherwise
+    walk every object of numpy, pandas and PyTables only to free memory that
+    the process gives back by ending (about 90 ms of an export on the
+    benchmark VM).  Threads are still joined, ``atexit`` handlers run, modules
+    are torn down and files flushed and closed as usual.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)

@@ -67,6 +67,21 @@ def test_python_dash_m_and_version():
     assert out.startswith("pyomero-upload 0.")
 
 
+def test_console_script_exits_with_mains_code_after_freezing_and_atexit(tmp_path):
+    """``run`` (the console script) exits with main's code; what is alive is frozen
+    out of the collector, and atexit handlers still run and still print."""
+    script = (
+        "import atexit, gc, sys\n"
+        "from pyomero_upload import cli\n"
+        "atexit.register(lambda: print('atexit ran; frozen:', gc.get_freeze_count() > 0))\n"
+        f"sys.argv = ['pyomero-upload', 'plan', {str(tmp_path / 'missing')!r}]\n"
+        "cli.run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "missing" in proc.stderr and proc.stdout == "atexit ran; frozen: True\n"
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2  # no -o
     assert main(["plan", str(tmp_path), "--workers", "0"]) == 2

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import imagecodecs
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import tifffile
 
 from helpers import demo_planes, read_png
+from pyomero_upload import layout, planes
 from pyomero_upload.errors import InputError
 from pyomero_upload.layout import NamingRule, Position, discover, natural_key, order_channels
 
@@ -113,6 +115,38 @@ def test_8bit_png(build_layout):
 
     exp = discover(build_layout(["pos001"], convert=to_u8))
     assert exp.positions[0].dtype == np.uint8
+
+
+@pytest.mark.parametrize("slow_header", [float("inf"), -1.0], ids=["calling thread", "threads"])
+def test_probing_alone_or_in_threads_finds_the_same_first_bad_header(
+        build_layout, monkeypatch, slow_header):
+    """Headers are read by the calling thread where they come fast and by threads
+    where they come slowly (a network share): shapes, pixel types and the file
+    named by the first bad header are the same either way."""
+    monkeypatch.setattr(layout, "PROBE_BATCH", 4)
+    monkeypatch.setattr(layout, "PROBE_SLOW_HEADER", slow_header)
+    readers = []
+    real_probe = planes.probe_plane
+
+    def probe_plane(path):
+        readers.append(threading.current_thread())
+        return real_probe(path)
+
+    monkeypatch.setattr(planes, "probe_plane", probe_plane)
+    root = build_layout()
+    exp = discover(root, workers=2)
+    assert [(p.shape, p.dtype) for p in exp.positions] == [((512, 512), np.uint16)] * 3
+    assert len(readers) == 135
+    others = {t for t in readers if t is not threading.main_thread()}
+    assert (len(others) > 0) == (slow_header < 0)
+    bad = [root / "pos002" / "microscope1_000003_DIC_004.png",
+           root / "pos003" / "microscope1_000001_GFP_001.png"]
+    for f in bad:
+        f.unlink()  # a link to the demo's file: never write through it
+        f.write_bytes(b"not a png")
+    with pytest.raises(InputError, match="bad or truncated header") as err:
+        discover(root, workers=2)
+    assert err.value.path == str(bad[0])
 
 
 def test_stray_files_are_ignored(build_layout):

@@ -646,6 +646,30 @@ def test_metadata_folder(exported, experiment, expected):
     assert not [p for p in exported.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
+def test_metadata_folder_starts_with_the_last_position_where_the_writer_allows(
+        demo, tmp_path, monkeypatch, fmt):
+    """In one process the folder starts as the last position starts (OME-TIFF) or
+    after every position (OME-Zarr, whose shards are held in memory), never
+    before: by then no error about the outputs can still come."""
+    from pyomero_upload.export import folder as folder_mod
+
+    out = tmp_path / "o"
+    seen = []
+    start = folder_mod.MetadataFolder.start.__func__
+
+    def recording(cls, metadata, out_dir):
+        seen.append(sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")))
+        return start(cls, metadata, out_dir)
+
+    monkeypatch.setattr(folder_mod.MetadataFolder, "start", classmethod(recording))
+    assert main(["-q", "export", str(demo), "-o", str(out), "--format", fmt]) == 0
+    suffix = ".ome.tiff" if fmt == "ome-tiff" else ".ome.zarr"
+    done = [f"pos00{i}{suffix}" for i in (1, 2, 3)]
+    assert seen == [done[:2] if fmt == "ome-tiff" else done]
+    assert sorted(p.name for p in (out / "demo").iterdir()) == ["metadata", *done]
+
+
 def test_no_provenance_and_ignore_metadata(demo, tmp_path):
     assert main(["-q", "export", str(demo), "-o", str(tmp_path), "--no-provenance", "-x"]) == 0
     ome = ome_of(tmp_path / "demo" / "pos001.ome.tiff")
