@@ -113,7 +113,8 @@ def _add_layout_options(p: argparse.ArgumentParser, data: bool = True) -> None:
         type=_positive_int,
         default=None,
         help="CPU cores to use (default: all): N threads decode planes (and read their "
-        "headers); an upload sends up to N positions at once, sharing the N decoders",
+        "headers where they come slowly, as from a network share); an upload sends up "
+        "to N positions at once, sharing the N decoders",
     )
 
 

@@ -43,7 +43,7 @@ def open_experiment(
         rule: How position folders and plane files are named.
         channel_order: Channel names in the order wanted; each must exist.
         allow_missing: Missing planes become zeros instead of an error.
-        workers: Threads reading plane headers (default: all cores).
+        workers: Threads reading plane headers where they come slowly (default: all cores).
 
     Returns:
         The indexed experiment and its metadata (None with ``ignore_metadata``).

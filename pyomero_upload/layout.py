@@ -429,8 +429,8 @@ def discover(
             error naming each one; if True they are recorded in
             ``Position.missing`` and the writers fill them with zeros.
         workers: Threads for reading every plane's header (which gives each
-            position's shape and pixel type, and rejects mixed ones); default
-            all cores.
+            position's shape and pixel type, and rejects mixed ones) where the
+            headers come slowly (:data:`PROBE_SLOW_HEADER`); default all cores.
         probe: Read every plane's header (False: names only, as ``watch`` checks
             whether every expected plane is there; shapes stay unknown).
 
