@@ -218,3 +218,40 @@ def test_reading_a_plane_of_an_unindexed_position_names_it(demo):
     indexed = discover(demo).positions[0]
     np.testing.assert_array_equal(indexed.read_plane(files[(1, "GFP", 1)]),
                                   read_png(files[(1, "GFP", 1)]))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.mark.parametrize("text_bytes", [0, 10, planes.PNG_HEAD_READ, 3 * planes.PNG_HEAD_READ + 5])
+def test_png_time_is_found_behind_text_chunks_of_any_size_and_never_after_the_pixels(
+        tmp_path, text_bytes):
+    """The tIME chunk wherever it stands before the pixels: within the first
+    read, across its end, or reads further in; none after IDAT, none from a
+    file cut short."""
+    import struct
+    from datetime import datetime
+
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 16, 0, 0, 0, 0))
+    text = _chunk(b"tEXt", b"Comment\0" + b"x" * text_bytes)
+    when = _chunk(b"tIME", struct.pack(">HBBBBB", 2018, 9, 28, 16, 18, 14))
+    idat = _chunk(b"IDAT", imagecodecs.zlib_encode(bytes(3 * (1 + 8))))
+    end = _chunk(b"IEND", b"")
+    before = tmp_path / "before.png"
+    before.write_bytes(planes.PNG_SIGNATURE + ihdr + text + when + idat + end)
+    assert planes.png_time(before) == datetime(2018, 9, 28, 16, 18, 14)
+    assert planes.read_plane(before).shape == (3, 4)  # a real PNG, as libpng reads it
+    after = tmp_path / "after.png"
+    after.write_bytes(planes.PNG_SIGNATURE + ihdr + text + idat + when + end)
+    assert planes.png_time(after) is None
+    cut = tmp_path / "cut.png"
+    cut.write_bytes((planes.PNG_SIGNATURE + ihdr + text + when)[:-10])  # tIME's data cut
+    assert planes.png_time(cut) is None
+    headless = tmp_path / "headless.png"
+    headless.write_bytes(planes.PNG_SIGNATURE + ihdr + text)  # ends before any pixels
+    assert planes.png_time(headless) is None
+    assert planes.png_time(tmp_path / "absent.png") is None
