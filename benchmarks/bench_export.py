@@ -22,7 +22,9 @@ Everything is measured in one run, each figure next to its baseline:
 * the export: the whole command a user runs, ``pyomero-upload export EXP -o
   OUT``, as a child process, wall time from spawn to exit, into a fresh
   output folder, best of ``--runs``; its peak RSS is the child's own
-  (``wait4`` rusage), not shared with any other measurement;
+  (``wait4`` rusage), not shared with any other measurement; every other
+  round runs it before the ceiling rather than after (what ran just before
+  moves a figure by several per cent on a VM);
 * the peer: Bio-Formats' own converter (``ImageConverter``, i.e. bfconvert)
   over a ``.pattern`` file per position (how ``omero import`` assembles a
   folder of planes), on a subset of positions, one JVM at a time and one per
@@ -519,25 +521,36 @@ def main() -> int:
           f"{n_small} planes; built/reused and {read / 1e9:.1f} GB of PNG read into the page "
           f"cache in {time.perf_counter() - t0:.0f} s")
 
-    # Interleaved rounds: a slow spell of the machine hits each kind alike.
+    # Interleaved rounds: a slow spell of the machine hits each kind alike.  What
+    # ran just before a measurement matters too: on the 2-core VMs of 4 Dec an
+    # export right after another export was 0.6 to 1.5 s faster (of 15) than one
+    # right after the ceiling, in 7 of 8 alternating pairs.  So every other round
+    # runs the export before the ceiling instead of after it.
     decode: dict[str, list[tuple[float, float]]] = {"processes": [], "threads": []}
     ceiling: dict[str, list[tuple[float, float]]] = {k: [] for k in CEILING_KINDS}
     export_big: list[Run] = []
     out = work / "out"
+
+    def measure_ceiling(i: int) -> None:
+        for kind, (pool, behind) in CEILING_KINDS.items():
+            ceiling[kind].append(decode_write_all(big_files, args.workers, pool,
+                                                  work / "raw", 512 * 512 * 2, behind))
+            print(f"  round {i + 1}: decode+write ceiling ({kind}) "
+                  f"{n_big / ceiling[kind][-1][0]:.0f} planes/s")
+
+    def measure_export(i: int) -> None:
+        export_big.append(run_export(args.cli, big, out))
+        print(f"  round {i + 1}: export {n_big / export_big[-1].seconds:.0f} planes/s, "
+              f"peak RSS {export_big[-1].peak_rss_mb:.0f} MB")
+
     for i in range(runs):
         for kind in decode:
             os.sync()
             decode[kind].append(decode_all(big_files, args.workers, kind))
             print(f"  round {i + 1}: decode limit ({kind}) "
                   f"{n_big / decode[kind][-1][0]:.0f} planes/s")
-        for kind, (pool, behind) in CEILING_KINDS.items():
-            ceiling[kind].append(decode_write_all(big_files, args.workers, pool,
-                                                  work / "raw", 512 * 512 * 2, behind))
-            print(f"  round {i + 1}: decode+write ceiling ({kind}) "
-                  f"{n_big / ceiling[kind][-1][0]:.0f} planes/s")
-        export_big.append(run_export(args.cli, big, out))
-        print(f"  round {i + 1}: export {n_big / export_big[-1].seconds:.0f} planes/s, "
-              f"peak RSS {export_big[-1].peak_rss_mb:.0f} MB")
+        for step in (measure_ceiling, measure_export)[:: 1 if i % 2 == 0 else -1]:
+            step(i)
     export_small = [run_export(args.cli, small, out) for _ in range(runs)]
     export_tiny = [run_export(args.cli, tiny, out) for _ in range(runs)]
 
