@@ -8,10 +8,8 @@ keeps memory flat however large the experiment is.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -28,49 +26,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-#: The interpreter's switch interval while an :func:`ordered_map` pool runs
-#: (CPython's default is 5 ms).  A decode thread spends all but a few
-#: microseconds of each plane in C without the GIL, but takes the GIL back
-#: several times a plane (after the read, the decode, the write).  Whenever
-#: another thread runs Python meanwhile (the writer's OME-XML, the
-#: ``metadata/`` folder's imports of pandas and PyTables), each of those
-#: takes waits up to the switch interval, and the core stays idle.
-#: Measured in 8 alternating pairs of the 7,500-plane export on a 2-core VM:
-#: median 15.17 s with 5 ms, 14.69 s with 0.5 ms.
-DECODE_SWITCH_INTERVAL = 0.0005
-
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_saved = 0.0
-
-
-@contextlib.contextmanager
-def short_switch_interval(seconds: float = DECODE_SWITCH_INTERVAL) -> Iterator[None]:
-    """Shorten the interpreter's switch interval to ``seconds`` (never lengthen
-    it) while the block runs.
-
-    Nested and concurrent blocks (two pools at once, Dask tasks on one
-    worker's threads) share one setting: the first to enter saves the
-    interval, the last to leave puts it back, unless something else changed
-    it meanwhile.
-    """
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_saved = sys.getswitchinterval()
-            if seconds < _switch_saved:
-                sys.setswitchinterval(seconds)
-        _switch_users += 1
-        ours = sys.getswitchinterval()
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0 and sys.getswitchinterval() == ours:
-                sys.setswitchinterval(_switch_saved)
 
 
 #: Upper bound on decoded bytes waiting for their consumer.
@@ -95,17 +50,9 @@ def ordered_map(
     An exception from ``fn`` is raised when its result is reached (after the
     results of the items before it); leaving the generator early (error,
     Ctrl-C, ``close()``) cancels the work not yet started and waits for the rest.
-    While the pool runs, the switch interval is :data:`DECODE_SWITCH_INTERVAL`
-    (:func:`short_switch_interval`).
     """
     batch = max(1, batch)
     window = max(1, -(-window // batch))
-    with short_switch_interval():
-        yield from _ordered(fn, items, workers, window, batch)
-
-
-def _ordered(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int,
-             batch: int) -> Generator[R, None, None]:
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
     pending: deque[Future[tuple[list[R], BaseException | None]]] = deque()
 

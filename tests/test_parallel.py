@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pyomero_upload.parallel import (
-    DECODE_SWITCH_INTERVAL,
-    InOrder,
-    ordered_map,
-    short_switch_interval,
-)
+from pyomero_upload.parallel import InOrder, ordered_map
 
 
 def test_ordered_map_keeps_order_and_window():
@@ -75,49 +69,6 @@ def test_ordered_map_in_batches_keeps_order_window_and_the_failing_item(batch):
     assert len(calls) <= first_of_batch + batch + -(-8 // batch) * batch
     assert list(ordered_map(lambda x: x + 1, range(23), workers=2, window=6, batch=batch)) \
         == list(range(1, 24))
-
-
-def test_the_switch_interval_is_short_while_a_pool_runs_and_put_back_after():
-    before = sys.getswitchinterval()
-    assert before > DECODE_SWITCH_INTERVAL  # CPython's 5 ms, as a user's process has it
-    seen = []
-
-    def record(x: int) -> int:
-        seen.append(sys.getswitchinterval())
-        if x == 7:
-            raise ValueError("plane 7 is broken")
-        return x
-
-    stream = ordered_map(record, range(20), workers=2, window=4)
-    assert next(stream) == 0
-    assert sys.getswitchinterval() == DECODE_SWITCH_INTERVAL  # between items too
-    with pytest.raises(ValueError, match="plane 7"):
-        list(stream)
-    assert set(seen) == {DECODE_SWITCH_INTERVAL}
-    assert sys.getswitchinterval() == before  # put back after the failure
-    left = ordered_map(record, range(20), workers=2, window=4)
-    next(left)
-    left.close()  # left early
-    assert sys.getswitchinterval() == before
-
-
-def test_overlapping_short_switch_intervals_put_back_the_first_saved_value():
-    before = sys.getswitchinterval()
-    a, b = short_switch_interval(), short_switch_interval()
-    a.__enter__()
-    b.__enter__()
-    a.__exit__(None, None, None)  # the first out is not the last: still short
-    assert sys.getswitchinterval() == DECODE_SWITCH_INTERVAL
-    b.__exit__(None, None, None)
-    assert sys.getswitchinterval() == before
-    with short_switch_interval(1.0):  # never lengthened
-        assert sys.getswitchinterval() == before
-    with short_switch_interval():
-        sys.setswitchinterval(0.002)  # the user's own change is kept
-    try:
-        assert sys.getswitchinterval() == 0.002
-    finally:
-        sys.setswitchinterval(before)
 
 
 def test_in_order_passes_the_step_in_job_order_whatever_the_timing():
